@@ -1,0 +1,89 @@
+"""Signed links: one salt and lifetime per kind of link, key rotation, and only opaque ids inside."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from consent_service.domain import ConsentServiceError
+
+
+class LinkKind(StrEnum):
+    UNSUBSCRIBE = "unsubscribe"
+    PREFERENCES = "preferences"
+    GUARDIAN = "guardian"
+    FAMILY = "family"
+
+
+DEFAULT_LIFETIMES_DAYS: Mapping[LinkKind, int] = {
+    LinkKind.UNSUBSCRIBE: 400,  # an old email's link must still work
+    LinkKind.PREFERENCES: 30,
+    LinkKind.GUARDIAN: 7,
+    LinkKind.FAMILY: 30,
+}
+
+
+class InvalidLinkError(ConsentServiceError):
+    """A link that was tampered with, signed for another kind of page, or never issued by us."""
+
+
+class ExpiredLinkError(InvalidLinkError):
+    """A genuine link past its lifetime."""
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    """What a verified link says: whose it is, for what topic, and an id to cite as evidence."""
+
+    kind: LinkKind
+    patron_id: str
+    topic: str | None
+    token_id: str
+
+
+class LinkSigner:
+    """Signs and verifies links. `secret_keys` is newest first: links are signed with the first and
+    verified with any, so a rotated-out key keeps old links working until they expire."""
+
+    def __init__(self, secret_keys: Sequence[str], lifetimes_days: Mapping[LinkKind, int]) -> None:
+        if not secret_keys or not secret_keys[0]:
+            raise ConsentServiceError("a secret key is needed to sign links")
+        self._keys = list(secret_keys)
+        self._lifetimes = {kind: lifetimes_days.get(kind, DEFAULT_LIFETIMES_DAYS[kind]) for kind in LinkKind}
+
+    def _serializer(self, kind: LinkKind) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self._keys, salt=f"consent-service.{kind.value}-link")
+
+    def sign(self, kind: LinkKind, patron_id: str, topic: str | None = None) -> str:
+        payload: dict[str, str] = {"p": patron_id}
+        if topic:
+            payload["t"] = topic
+        return self._serializer(kind).dumps(payload)
+
+    def verify(self, kind: LinkKind, token: str, now: datetime | None = None) -> LinkClaims:
+        """Return the claims of a link of this kind, or raise ExpiredLinkError / InvalidLinkError."""
+        serializer = self._serializer(kind)
+        max_age = self._lifetimes[kind] * 86400
+        try:
+            payload, signed_at = serializer.loads(token, max_age=max_age, return_timestamp=True)
+        except SignatureExpired:
+            raise ExpiredLinkError("this link has expired") from None
+        except BadSignature:
+            raise InvalidLinkError("this link is not valid") from None
+        if now is not None and (now - signed_at).total_seconds() > max_age:
+            raise ExpiredLinkError("this link has expired")
+        if not isinstance(payload, dict) or not isinstance(payload.get("p"), str):
+            raise InvalidLinkError("this link is not valid")
+        topic = payload.get("t")
+        return LinkClaims(kind, payload["p"], topic if isinstance(topic, str) else None,
+                          token_id(token))
+
+
+def token_id(token: str) -> str:
+    """A short, stable id for a link, stored as evidence instead of the link itself."""
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()[:16]

@@ -1,0 +1,29 @@
+"""Builds the services' collaborators from the application's settings, once per application."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from consent_service.domain.purposes import Catalog, parse_basis_overrides
+from consent_service.domain.tokens import LinkKind, LinkSigner
+from consent_service.services import ServiceContext
+
+
+def context(app: Flask | None = None) -> ServiceContext:
+    """The ServiceContext of `app` (default: the current one)."""
+    app = app or current_app
+    ctx = app.extensions.get("consent_service")
+    if ctx is None:
+        config = app.config
+        signer = LinkSigner(
+            [config["SECRET_KEY"], *config["SECRET_KEY_FALLBACKS"]],
+            {kind: config[f"LINK_DAYS_{kind.name}"] for kind in LinkKind},
+        )
+        ctx = ServiceContext(
+            catalog=Catalog(parse_basis_overrides(config["PURPOSE_BASIS"])),
+            address_secret=config["ADDRESS_HASH_KEY"].encode("utf-8"),
+            signer=signer,
+            public_base_url=config["PUBLIC_BASE_URL"],
+        )
+        app.extensions["consent_service"] = ctx
+    return ctx

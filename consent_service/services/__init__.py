@@ -1,0 +1,27 @@
+"""Use cases, one module per capability. Each takes a session and what it needs, and commits once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consent_service.domain.addresses import address_key
+from consent_service.domain.purposes import Catalog
+from consent_service.domain.tokens import LinkKind, LinkSigner
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """The configured collaborators every use case may need, built once per application."""
+
+    catalog: Catalog
+    address_secret: bytes
+    signer: LinkSigner
+    public_base_url: str
+
+    def address_key(self, normalized_email: str) -> str:
+        return address_key(self.address_secret, normalized_email)
+
+    def link(self, kind: LinkKind, patron_public_id: str, topic: str | None = None) -> str:
+        """An absolute URL of a signed link of this kind."""
+        token = self.signer.sign(kind, patron_public_id, topic)
+        return f"{self.public_base_url}/{kind.value}/{token}"

@@ -1,0 +1,213 @@
+"""Record a consent decision: the one path by which every entry point changes what is in force."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consent_service.domain import ConsentServiceError
+from consent_service.domain.ledger import (
+    WHOLE_PURPOSE,
+    Actor,
+    Decision,
+    InvalidEventError,
+    Ruling,
+    Source,
+    counts,
+    require_aware,
+)
+from consent_service.domain.purposes import Channel
+from consent_service.models import (
+    AddressDecision,
+    AddressSuppression,
+    ConsentEvent,
+    Patron,
+    PatronDecision,
+    PolicyVersion,
+    Topic,
+)
+from consent_service.services import ServiceContext
+
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class UnknownTopicError(ConsentServiceError):
+    """A topic that is not configured, or a topic given for a purpose that has none."""
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    """A decision to record. An email decision needs a patron with an address or an `address_key`."""
+
+    purpose: str
+    decision: Decision
+    source: Source
+    actor: Actor
+    occurred_at: datetime
+    topic: str | None = None
+    patron: Patron | None = None
+    address_key: str | None = None
+    actor_ref: str | None = None
+    evidence: Mapping[str, str] = field(default_factory=dict)
+    sg_event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording did: the event written (None for a duplicate) and which states it changed."""
+
+    event: ConsentEvent | None
+    patron_changed: bool = False
+    address_changed: bool = False
+
+    @property
+    def written(self) -> bool:
+        return self.event is not None
+
+
+NOTHING = Recorded(None)
+
+
+def record_decision(session: Session, ctx: ServiceContext, request: DecisionRequest, *,
+                    now: datetime) -> Recorded:
+    """Append the event and bring the projections up to date, in the caller's transaction (the caller
+    commits).
+
+    Rules: the decision with the latest `occurred_at` is in force, so a late event is recorded but
+    never overturns a newer one; an email decision is the address's, so it is in force for every patron
+    at that address, now or later; under 13, only a guardian's opt-in takes effect (the attempt is still
+    recorded, marked not effective). A decision equal to the one in force and not newer than it writes
+    nothing, nor does a repeated SendGrid event id. A newer repeat of the decision in force is recorded,
+    because it moves the decision's time forward: a late, older opposite decision must not overturn what
+    the person said last.
+    """
+    purpose = ctx.catalog.get(request.purpose)
+    topic = _checked_topic(session, purpose.key, purpose.has_topics, request.topic)
+    occurred_at = require_aware(request.occurred_at, "occurred_at").astimezone(UTC)
+    if occurred_at > now + CLOCK_SKEW:
+        raise InvalidEventError(f"occurred_at {occurred_at.isoformat()} is in the future")
+    patron = request.patron
+    address = None
+    if purpose.channel is Channel.EMAIL:
+        address = request.address_key or (patron.address_key if patron else None)
+    if patron is None and address is None:
+        raise InvalidEventError("a decision needs a patron, or an email address for an email decision")
+    if request.sg_event_id and session.scalar(
+        select(ConsentEvent.id).where(ConsentEvent.sg_event_id == request.sg_event_id)
+    ):
+        return NOTHING
+
+    effective = counts(request.decision, request.actor, patron.birth_date if patron else None, occurred_at)
+    ruling = Ruling(request.decision, occurred_at, request.actor)
+    patron_row = session.get(PatronDecision, (patron.id, purpose.key, topic)) if patron else None
+    address_row = session.get(AddressDecision, (address, purpose.key, topic)) if address else None
+    if effective:
+        levels = [row for row, present in ((patron_row, patron), (address_row, address)) if present]
+        if all(_repeats(row, ruling) for row in levels):
+            return NOTHING
+    elif _ineffective_twin_exists(session, request, patron, topic, occurred_at):
+        return NOTHING
+
+    event = ConsentEvent(
+        patron_id=patron.id if patron else None,
+        address_key=address,
+        purpose=purpose.key,
+        topic=topic,
+        decision=request.decision.value,
+        source=request.source.value,
+        actor=request.actor.value,
+        actor_ref=request.actor_ref,
+        policy_version_id=_policy_in_force(session, occurred_at),
+        occurred_at=occurred_at,
+        recorded_at=now,
+        effective=effective,
+        evidence=dict(request.evidence),
+        sg_event_id=request.sg_event_id,
+    )
+    session.add(event)
+    session.flush()
+    if not effective:
+        return Recorded(event)
+
+    patron_changed = address_changed = False
+    if patron is not None:
+        patron_changed = _apply(session, PatronDecision, patron_row, ruling, event,
+                                patron_id=patron.id, purpose=purpose.key, topic=topic)
+    if address is not None:
+        address_changed = _apply(session, AddressDecision, address_row, ruling, event,
+                                 address_key=address, purpose=purpose.key, topic=topic)
+        if request.decision is Decision.OPT_IN:
+            _lift_suppression(session, address, event)
+    return Recorded(event, patron_changed, address_changed)
+
+
+def _checked_topic(session: Session, purpose: str, has_topics: bool, topic: str | None) -> str:
+    if not topic:
+        return WHOLE_PURPOSE
+    if not has_topics:
+        raise UnknownTopicError(f"purpose {purpose!r} has no topics (got topic {topic!r})")
+    if session.scalar(select(Topic.id).where(Topic.key == topic)) is None:
+        raise UnknownTopicError(f"unknown topic {topic!r}; add it with `flask topics add`")
+    return topic
+
+
+def _row_ruling(row: PatronDecision | AddressDecision) -> Ruling:
+    return Ruling(Decision(row.decision), row.occurred_at, Actor(row.actor), str(row.event_id))
+
+
+def _repeats(row: PatronDecision | AddressDecision | None, ruling: Ruling) -> bool:
+    """The ruling says what is in force already, and is not newer: recording it would add nothing."""
+    if row is None:
+        return False
+    current = _row_ruling(row)
+    return current.decision is ruling.decision and not ruling.overrides(current)
+
+
+def _apply(session: Session, model: type[PatronDecision] | type[AddressDecision],
+           row: PatronDecision | AddressDecision | None, ruling: Ruling, event: ConsentEvent,
+           **key: str | int) -> bool:
+    """Put the ruling in force at this key unless a ruling of higher precedence is there already."""
+    if row is not None and not ruling.overrides(_row_ruling(row)):
+        return False
+    if row is None:
+        row = model(**key)
+        session.add(row)
+    row.decision = ruling.decision.value
+    row.actor = ruling.actor.value
+    row.occurred_at = ruling.occurred_at
+    row.event_id = event.id
+    return True
+
+
+def _lift_suppression(session: Session, address: str, event: ConsentEvent) -> None:
+    """An opt-in made after a spam report, by anyone at the address, ends the suppression."""
+    suppression = session.get(AddressSuppression, address)
+    if suppression and suppression.lifted_at is None and suppression.suppressed_at < event.occurred_at:
+        suppression.lifted_at = event.recorded_at
+        suppression.lifted_by_event_id = event.id
+
+
+def _ineffective_twin_exists(session: Session, request: DecisionRequest, patron: Patron | None,
+                             topic: str, occurred_at: datetime) -> bool:
+    return session.scalar(
+        select(ConsentEvent.id).where(
+            ConsentEvent.patron_id == (patron.id if patron else None),
+            ConsentEvent.purpose == request.purpose,
+            ConsentEvent.topic == topic,
+            ConsentEvent.decision == request.decision.value,
+            ConsentEvent.actor == request.actor.value,
+            ConsentEvent.occurred_at == occurred_at,
+            ConsentEvent.effective.is_(False),
+        ).limit(1)
+    ) is not None
+
+
+def _policy_in_force(session: Session, at: datetime) -> int | None:
+    return session.scalar(
+        select(PolicyVersion.id).where(PolicyVersion.effective_at <= at)
+        .order_by(PolicyVersion.effective_at.desc()).limit(1)
+    )

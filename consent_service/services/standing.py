@@ -1,0 +1,103 @@
+"""Load what eligibility needs for a batch of patrons, and ask the one eligibility function."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consent_service.domain.eligibility import AddressStatus, PatronFacts, Verdict, evaluate
+from consent_service.domain.ledger import Actor, Decision, Key, Ruling
+from consent_service.domain.purposes import Purpose
+from consent_service.models import (
+    AddressDecision,
+    AddressSuppression,
+    PatronDecision,
+    UndeliverableAddress,
+)
+
+
+class PatronLike(Protocol):
+    """The columns of a patron that eligibility reads (an ORM Patron or a result row)."""
+
+    id: int
+    status: str
+    birth_date: date | None
+    email: str | None
+    address_key: str | None
+    street: str
+    city: str
+    postal_code: str
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Everything the eligibility function needs to know about one patron."""
+
+    facts: PatronFacts
+    patron_state: dict[Key, Ruling]
+    address_state: dict[Key, Ruling]
+    address: AddressStatus
+
+    def verdict(self, purpose: Purpose, topic: str | None, today: date) -> Verdict:
+        return evaluate(purpose, topic, self.facts, self.patron_state, self.address_state,
+                        self.address, today)
+
+
+def _ruling(row: PatronDecision | AddressDecision) -> Ruling:
+    return Ruling(Decision(row.decision), row.occurred_at, Actor(row.actor), str(row.event_id))
+
+
+def load_standings(session: Session, patrons: Iterable[PatronLike],
+                   purposes: Collection[str] | None = None) -> dict[int, Standing]:
+    """The standing of each patron, by patron id, in four queries whatever the batch size (keep
+    batches to a few thousand). `purposes` limits the decisions loaded to those purposes."""
+    patrons = list(patrons)
+    ids = [p.id for p in patrons]
+    keys = sorted({p.address_key for p in patrons if p.address_key})
+
+    own: dict[int, dict[Key, Ruling]] = defaultdict(dict)
+    query = select(PatronDecision).where(PatronDecision.patron_id.in_(ids))
+    if purposes is not None:
+        query = query.where(PatronDecision.purpose.in_(purposes))
+    for row in session.scalars(query):
+        own[row.patron_id][(row.purpose, row.topic)] = _ruling(row)
+
+    by_address: dict[str, dict[Key, Ruling]] = defaultdict(dict)
+    suppressed: set[str] = set()
+    undeliverable: set[str] = set()
+    if keys:
+        query = select(AddressDecision).where(AddressDecision.address_key.in_(keys))
+        if purposes is not None:
+            query = query.where(AddressDecision.purpose.in_(purposes))
+        for row in session.scalars(query):
+            by_address[row.address_key][(row.purpose, row.topic)] = _ruling(row)
+        suppressed = set(session.scalars(
+            select(AddressSuppression.address_key).where(
+                AddressSuppression.address_key.in_(keys), AddressSuppression.lifted_at.is_(None))
+        ))
+        undeliverable = set(session.scalars(
+            select(UndeliverableAddress.address_key).where(UndeliverableAddress.address_key.in_(keys))
+        ))
+
+    standings: dict[int, Standing] = {}
+    for p in patrons:
+        facts = PatronFacts(
+            active=p.status == "active",
+            birth_date=p.birth_date,
+            has_email=bool(p.email),
+            has_postal_address=bool(p.street and p.city and p.postal_code),
+        )
+        key = p.address_key or ""
+        standings[p.id] = Standing(
+            facts,
+            own.get(p.id, {}),
+            by_address.get(key, {}),
+            AddressStatus(suppressed=key in suppressed, undeliverable=key in undeliverable),
+        )
+    return standings

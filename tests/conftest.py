@@ -1,0 +1,136 @@
+"""Shared fixtures: an app per test on SQLite in memory, or on PostgreSQL when CONSENT_TEST_DATABASE_URL
+is set (the schema is built once by the migrations, and every table is emptied after each test)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from consent_service import create_app, runtime
+from consent_service.extensions import db
+from consent_service.models import Patron
+from consent_service.services import ServiceContext
+
+POSTGRES_URL = os.environ.get("CONSENT_TEST_DATABASE_URL", "")
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def pytest_report_header() -> str:
+    return f"database: {'PostgreSQL ' + POSTGRES_URL if POSTGRES_URL else 'SQLite in memory'}"
+
+
+@pytest.fixture(scope="session")
+def _postgres_schema() -> Iterator[None]:
+    """Build the schema on PostgreSQL once, through the migrations (so they are tested there too)."""
+    if not POSTGRES_URL:
+        yield
+        return
+    from flask_migrate import upgrade
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": POSTGRES_URL, "TESTING": True})
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(text("drop schema public cascade"))
+            conn.execute(text("create schema public"))
+        upgrade()
+        db.engine.dispose()
+    yield
+
+
+def app_config(tmp_path: Any, **overrides: Any) -> dict[str, Any]:
+    config = {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": POSTGRES_URL or "sqlite://",
+        "SECRET_KEY": "test-secret-key",
+        "ADDRESS_HASH_KEY": "test-address-hash-key",
+        "PUBLIC_BASE_URL": "https://consent.example.org",
+        "MAIL_BACKEND": "memory",
+        "MAIL_FILE_DIR": str(tmp_path / "mail"),
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def app_factory(tmp_path: Any, _postgres_schema: None) -> Iterator[Callable[..., Flask]]:
+    """Make an app with extra settings; its database is fresh for the test."""
+    made: list[Flask] = []
+
+    def make(**overrides: Any) -> Flask:
+        app = create_app(app_config(tmp_path, **overrides))
+        with app.app_context():
+            if not POSTGRES_URL:
+                db.create_all()
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        with app.app_context():
+            db.session.remove()
+            if POSTGRES_URL:
+                tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+                with db.engine.begin() as conn:
+                    conn.execute(text(f"truncate {tables} restart identity cascade"))
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(app_factory: Callable[..., Flask]) -> Flask:
+    return app_factory()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def session(app: Flask) -> Iterator[Session]:
+    """The app's database session, inside an application context."""
+    with app.app_context():
+        yield db.session
+
+
+@pytest.fixture
+def ctx(app: Flask, session: Session) -> ServiceContext:
+    return runtime.context(app)
+
+
+@pytest.fixture
+def make_patron(session: Session, ctx: ServiceContext) -> Callable[..., Patron]:
+    """Create and commit a patron; email is normalised and keyed as the import would do."""
+    counter = iter(range(1, 1_000_000))
+
+    def make(card: str | None = None, email: str | None = "reader@example.org",
+             birth_date: date | None = date(1980, 5, 17), **fields: Any) -> Patron:
+        n = next(counter)
+        patron = Patron(
+            card_number=card or f"2100{n:06d}",
+            first_name=fields.pop("first_name", f"Reader{n}"),
+            last_name=fields.pop("last_name", "Example"),
+            email=email,
+            address_key=ctx.address_key(email) if email else None,
+            birth_date=birth_date,
+            created_at=NOW,
+            updated_at=NOW,
+            **fields,
+        )
+        session.add(patron)
+        session.commit()
+        return patron
+
+    return make

@@ -1,0 +1,1 @@
+"""Fakes of third-party services that tests drive through their official clients."""
