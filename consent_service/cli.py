@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from flask import Flask
+from flask import Flask, has_app_context
 from flask.cli import AppGroup
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -23,22 +23,29 @@ from consent_service.extensions import db
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Turn the service's errors into one line and a non-zero exit, never a traceback, after rolling
-    the session back so that nothing is left half-written."""
+    """Turn the service's errors into one line and a non-zero exit, never a traceback. Nothing is left
+    half-written: use cases commit once, and the session is rolled back here (or by the app context's
+    teardown, when the error leaves the command's context first)."""
     try:
         yield
     except ConsentServiceError as exc:
-        db.session.rollback()
+        _rollback()
         raise click.ClickException(str(exc)) from None
     except OperationalError as exc:
-        db.session.rollback()
+        _rollback()
         raise click.ClickException(f"database unreachable or not ready: {_first_line(exc)}") from None
     except SQLAlchemyError as exc:
-        db.session.rollback()
+        _rollback()
         raise click.ClickException(f"database error, nothing was written: {_first_line(exc)}") from None
     except OSError as exc:
+        _rollback()
+        where = f": {exc.filename}" if exc.filename else ""
+        raise click.ClickException(f"{exc.strerror or exc}{where}") from None
+
+
+def _rollback() -> None:
+    if has_app_context():
         db.session.rollback()
-        raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
 
 
 class ServiceGroup(AppGroup):

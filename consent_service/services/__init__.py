@@ -17,6 +17,7 @@ class ServiceContext:
     address_secret: bytes
     signer: LinkSigner
     public_base_url: str
+    timezone: str = "America/Denver"  # the library's day: ages and "today" are taken here
 
     def address_key(self, normalized_email: str) -> str:
         return address_key(self.address_secret, normalized_email)

@@ -86,7 +86,7 @@ def record_decision(session: Session, ctx: ServiceContext, request: DecisionRequ
     the person said last.
     """
     purpose = ctx.catalog.get(request.purpose)
-    topic = _checked_topic(session, purpose.key, purpose.has_topics, request.topic)
+    topic = checked_topic(session, purpose.key, purpose.has_topics, request.topic)
     occurred_at = require_aware(request.occurred_at, "occurred_at").astimezone(UTC)
     if occurred_at > now + CLOCK_SKEW:
         raise InvalidEventError(f"occurred_at {occurred_at.isoformat()} is in the future")
@@ -145,7 +145,9 @@ def record_decision(session: Session, ctx: ServiceContext, request: DecisionRequ
     return Recorded(event, patron_changed, address_changed)
 
 
-def _checked_topic(session: Session, purpose: str, has_topics: bool, topic: str | None) -> str:
+def checked_topic(session: Session, purpose: str, has_topics: bool, topic: str | None) -> str:
+    """The stored topic key ("" for the whole purpose); refuses a topic the purpose cannot have or that
+    is not configured."""
     if not topic:
         return WHOLE_PURPOSE
     if not has_topics:

@@ -1,0 +1,107 @@
+"""Demo data that shows the rules at work: an adult, a teen, a child with a guardian, a shared address."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consent_service.domain.ledger import Actor, Decision, Source
+from consent_service.domain.tokens import LinkKind
+from consent_service.models import Patron, PolicyVersion
+from consent_service.services import ServiceContext
+from consent_service.services.decisions import DecisionRequest, record_decision
+from consent_service.services.patron_import import import_patrons
+from consent_service.services.topics import add_topic
+
+TOPICS = (
+    ("events", "Events and programs"),
+    ("kids_teens", "Kids & teens"),
+    ("adult_learning", "Adult learning"),
+    ("library_news", "Library news"),
+)
+
+HEADER = ("card_number,first_name,last_name,email,birth_date,preferred_language,street,city,state,"
+          "postal_code,guardian_card_number,guardian_email,status")
+
+
+def _years_ago(today: date, years: int, month: int, day: int) -> str:
+    return date(today.year - years, month, day).isoformat()
+
+
+def _patrons_csv(today: date) -> str:
+    rows = [
+        f"D0000001,Ana,Reyes,ana.reyes@example.org,{_years_ago(today, 41, 4, 2)},es,"
+        "12 Aspen Way,Castle Rock,CO,80104,,,active",
+        f"D0000002,Sam,Okafor,okafor.family@example.org,{_years_ago(today, 38, 9, 23)},en,"
+        "400 Elm St,Parker,CO,80134,,,active",
+        f"D0000003,Grace,Okafor,okafor.family@example.org,{_years_ago(today, 37, 1, 11)},en,"
+        "400 Elm St,Parker,CO,80134,,,active",
+        f"D0000004,Milo,Okafor,okafor.family@example.org,{_years_ago(today, 8, 6, 30)},en,"
+        "400 Elm St,Parker,CO,80134,D0000002,,active",
+        f"D0000005,Lena,Park,lena.park@example.org,{_years_ago(today, 15, 11, 5)},en,"
+        "9 Ridge Rd,Lone Tree,CO,80124,,pat.park@example.org,active",
+        "D0000006,Hal,Bishop,,1950-02-14,en,77 Main St,Castle Rock,CO,80104,,,inactive",
+    ]
+    return "\n".join([HEADER, *rows]) + "\n"
+
+
+def load_demo(session: Session, ctx: ServiceContext, *, now: datetime) -> list[str]:
+    """Load the demo (once: a second run adds nothing) and return what to open and try."""
+    if session.scalar(select(Patron.id).where(Patron.card_number == "D0000001")) is None:
+        for key, name in TOPICS:
+            add_topic(session, key=key, name=name, sendgrid_group_id=None, now=now)
+        if session.scalar(select(PolicyVersion.id).limit(1)) is None:
+            session.add(PolicyVersion(
+                version="2026-01", effective_at=now - timedelta(days=30), material=True, created_at=now,
+                summary="Patron privacy policy: email and postal mail about programs, photos at events, "
+                        "vendors that keep contact data current, parental consent for children."))
+        with tempfile.TemporaryDirectory() as folder:
+            csv_path = Path(folder) / "demo-patrons.csv"
+            csv_path.write_text(_patrons_csv(now.date()), encoding="utf-8")
+            import_patrons(session, ctx, csv_path, now=now, skip_invalid=False)
+        _demo_decisions(session, ctx, now)
+        session.commit()
+    by_card = {p.card_number: p for p in session.scalars(select(Patron))}
+    ana, sam = by_card["D0000001"], by_card["D0000002"]
+    return [
+        "Demo data is loaded: 6 patrons, 4 email topics, policy 2026-01.",
+        "  D0000001 Ana Reyes (adult, Spanish) - no postal mail",
+        "  D0000002/3 Sam & Grace Okafor - share one email address; Sam stopped 'library news' for it",
+        "  D0000004 Milo Okafor (8) - Sam is his guardian; consented to programs only",
+        "  D0000005 Lena Park (15) - her guardian is an email address awaiting a patron record",
+        "  D0000006 Hal Bishop - inactive, no email",
+        "",
+        "Open:",
+        f"  {ctx.public_base_url}/healthz",
+        f"  unsubscribe (Ana, events): {ctx.link(LinkKind.UNSUBSCRIBE, ana.public_id, 'events')}",
+        f"  preferences (Sam):         {ctx.link(LinkKind.PREFERENCES, sam.public_id)}",
+        "",
+        "Try:",
+        "  flask --app consent_service patrons show D0000004",
+        "  flask --app consent_service export contacts --purpose email_marketing --topic kids_teens "
+        "--excluded excluded.csv",
+        "  flask --app consent_service export contacts --purpose postal_marketing",
+        "  flask --app consent_service links unsubscribe D0000003 --topic events",
+    ]
+
+
+def _demo_decisions(session: Session, ctx: ServiceContext, now: datetime) -> None:
+    by_card = {p.card_number: p for p in session.scalars(select(Patron))}
+    decisions = [
+        ("D0000001", "postal_marketing", None, Decision.OPT_OUT, Actor.STAFF, Source.STAFF_DESK, 20),
+        ("D0000002", "email_marketing", "library_news", Decision.OPT_OUT, Actor.PATRON,
+         Source.PREFERENCE_CENTER, 10),
+        ("D0000004", "child_programs", None, Decision.OPT_IN, Actor.GUARDIAN, Source.GUARDIAN_PAGE, 5),
+        ("D0000005", "third_party_modeling", None, Decision.OPT_OUT, Actor.PATRON, Source.GPC, 2),
+    ]
+    for card, purpose, topic, decision, actor, source, days_ago in decisions:
+        record_decision(session, ctx, DecisionRequest(
+            purpose=purpose, topic=topic, decision=decision, source=source, actor=actor,
+            occurred_at=now - timedelta(days=days_ago), patron=by_card[card],
+            evidence={"note": "demo data"}), now=now)
+
+
