@@ -218,3 +218,47 @@ class ExportManifest(db.Model):
     excluded_counts: Mapped[dict[str, int]] = mapped_column(JSON)
     sha256: Mapped[str] = mapped_column(String(64))
     file_name: Mapped[str | None] = mapped_column(String(500))
+
+
+class OutboxMessage(db.Model):
+    """An email, rendered and written in the sender's transaction; sent after commit, exactly once."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (Index("ix_outbox_messages_status_available", "status", "available_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    template: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(16))  # transactional | marketing | notice
+    patron_id: Mapped[int | None] = mapped_column(ForeignKey("patrons.id", ondelete="SET NULL"))
+    to_address: Mapped[str | None] = mapped_column(String(320))  # cleared once sent
+    from_address: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    custom_args: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    asm_group_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class SuppressionSyncJob(db.Model):
+    """An address whose email decisions changed and must be pushed to SendGrid. The job names the
+    address only: the sender reads the state in force when it sends, so repeated changes coalesce."""
+
+    __tablename__ = "suppression_sync_jobs"
+    __table_args__ = (Index("ix_suppression_sync_jobs_status_available", "status", "available_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    address_key: Mapped[str] = mapped_column(String(64), index=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -28,6 +28,7 @@ from consent_service.models import (
     Patron,
     PatronDecision,
     PolicyVersion,
+    SuppressionSyncJob,
     Topic,
 )
 from consent_service.services import ServiceContext
@@ -41,7 +42,8 @@ class UnknownTopicError(ConsentServiceError):
 
 @dataclass(frozen=True)
 class DecisionRequest:
-    """A decision to record. An email decision needs a patron with an address or an `address_key`."""
+    """A decision to record. An email decision needs a patron with an email address, or `email` (an
+    address we may not know a patron for, e.g. from SendGrid); `email` wins over the patron's."""
 
     purpose: str
     decision: Decision
@@ -50,7 +52,7 @@ class DecisionRequest:
     occurred_at: datetime
     topic: str | None = None
     patron: Patron | None = None
-    address_key: str | None = None
+    email: str | None = None
     actor_ref: str | None = None
     evidence: Mapping[str, str] = field(default_factory=dict)
     sg_event_id: str | None = None
@@ -91,9 +93,10 @@ def record_decision(session: Session, ctx: ServiceContext, request: DecisionRequ
     if occurred_at > now + CLOCK_SKEW:
         raise InvalidEventError(f"occurred_at {occurred_at.isoformat()} is in the future")
     patron = request.patron
-    address = None
+    address = email = None
     if purpose.channel is Channel.EMAIL:
-        address = request.address_key or (patron.address_key if patron else None)
+        email = request.email or (patron.email if patron else None)
+        address = ctx.address_key(email) if email else None
     if patron is None and address is None:
         raise InvalidEventError("a decision needs a patron, or an email address for an email decision")
     if request.sg_event_id and session.scalar(
@@ -142,6 +145,8 @@ def record_decision(session: Session, ctx: ServiceContext, request: DecisionRequ
                                  address_key=address, purpose=purpose.key, topic=topic)
         if request.decision is Decision.OPT_IN:
             _lift_suppression(session, address, event)
+        if address_changed:
+            queue_suppression_sync(session, address, email, now)
     return Recorded(event, patron_changed, address_changed)
 
 
@@ -191,6 +196,17 @@ def _lift_suppression(session: Session, address: str, event: ConsentEvent) -> No
     if suppression and suppression.lifted_at is None and suppression.suppressed_at < event.occurred_at:
         suppression.lifted_at = event.recorded_at
         suppression.lifted_by_event_id = event.id
+
+
+def queue_suppression_sync(session: Session, address: str, email: str | None, now: datetime) -> None:
+    """Ask for this address's email state to be pushed to SendGrid, in the caller's transaction. One
+    pending job per address: the sender reads the state in force when it runs."""
+    pending = session.scalar(select(SuppressionSyncJob).where(
+        SuppressionSyncJob.address_key == address, SuppressionSyncJob.status == "pending").limit(1))
+    if pending is None:
+        session.add(SuppressionSyncJob(address_key=address, email=email, created_at=now, available_at=now))
+    elif pending.email is None and email:
+        pending.email = email
 
 
 def _ineffective_twin_exists(session: Session, request: DecisionRequest, patron: Patron | None,

@@ -115,3 +115,26 @@ def test_times_come_back_aware_in_utc(session, ctx, make_patron):
     event = session.scalars(select(ConsentEvent)).one()
     assert event.occurred_at == NOW and event.occurred_at.utcoffset() == timedelta(0)
     assert session.get(Patron, patron.id).created_at.tzinfo is not None
+
+
+def test_an_email_change_queues_one_sendgrid_sync_job_per_address(session, ctx, make_patron):
+    from consent_service.models import SuppressionSyncJob
+
+    first = make_patron(email="shared@example.org")
+    second = make_patron(email="shared@example.org")
+    decide(session, ctx, first, "opt_out", at=NOW - timedelta(minutes=5))
+    decide(session, ctx, second, "opt_in", at=NOW)
+    decide(session, ctx, first, "opt_out", purpose="photo_video")
+    jobs = session.scalars(select(SuppressionSyncJob)).all()
+    assert [(j.address_key, j.email, j.status) for j in jobs] == [
+        (ctx.address_key("shared@example.org"), "shared@example.org", "pending")]
+
+
+def test_an_email_decision_for_an_address_without_a_patron_is_kept_for_the_address(session, ctx, make_patron):
+    result = record_decision(session, ctx, DecisionRequest(
+        purpose=EMAIL, decision=Decision.OPT_OUT, source=Source.SENDGRID_WEBHOOK, actor=Actor.SYSTEM,
+        occurred_at=NOW, email="stranger@example.org"), now=NOW)
+    session.commit()
+    assert result.address_changed and result.event.patron_id is None
+    arrives_later = make_patron(email="stranger@example.org")
+    assert verdict(session, ctx, arrives_later).reason is Reason.OPTED_OUT
