@@ -9,16 +9,19 @@ from typing import Any
 from flask import Flask
 
 from consent_service import config as settings
-from consent_service.extensions import db, migrate
+from consent_service.extensions import babel, csrf, db, limiter, migrate
+
+STATIC_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the application: settings, extensions, blueprints, error pages and commands."""
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_relative_config=True, static_folder=STATIC_FOLDER)
     app.config.from_mapping(settings.load(app.instance_path, test_config))
     os.makedirs(app.instance_path, exist_ok=True)
     register_extensions(app)
     register_blueprints(app)
+    register_error_pages(app)
     register_commands(app)
     return app
 
@@ -28,12 +31,37 @@ def register_extensions(app: Flask) -> None:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+    from consent_service import mail
+
+    mail.init_app(app)
+    from consent_service.web import i18n, security
+
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=i18n.select_locale)
+    limiter.init_app(app)
+    i18n.init_app(app)
+    security.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
     from consent_service.web import health
 
     app.register_blueprint(health.bp)
+    from consent_service.web import public
+
+    app.register_blueprint(public.bp)
+    from consent_service.web import webhooks
+
+    app.register_blueprint(webhooks.bp)
+    from consent_service.web import guardians
+
+    app.register_blueprint(guardians.bp)
+
+
+def register_error_pages(app: Flask) -> None:
+    from consent_service.web import errors
+
+    errors.init_app(app)
 
 
 def register_commands(app: Flask) -> None:

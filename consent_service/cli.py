@@ -6,12 +6,12 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
-from flask import Flask, has_app_context
+from flask import Flask, current_app, has_app_context
 from flask.cli import AppGroup
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -61,15 +61,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 patrons = ServiceGroup("patrons", help="Patron records: import from the ILS, show one.")
 consents = ServiceGroup("consents", help="Load historic consent decisions.")
 topics = ServiceGroup("topics", help="Email topics and their SendGrid unsubscribe groups.")
 export = ServiceGroup("export", help="Eligible-contact exports for the marketing team.")
 links = ServiceGroup("links", help="Print signed links for a patron.")
+sendgrid = ServiceGroup("sendgrid", help="Keep SendGrid and the ledger in step.")
+guardians = ServiceGroup("guardians", help="Parents and guardians: consent requests for children.")
 
 
 @contextmanager
@@ -96,7 +94,7 @@ def patrons_import(file: Path, skip_invalid: bool) -> None:
     from consent_service.services.patron_import import import_patrons
 
     with _progress(file, "Importing patrons") as tick:
-        report = import_patrons(db.session, runtime.context(), file, now=_now(),
+        report = import_patrons(db.session, runtime.context(), file, now=runtime.now(),
                                 skip_invalid=skip_invalid, on_row=tick)
     _echo_report(report)
     if report.problems and not skip_invalid:
@@ -109,7 +107,7 @@ def patrons_show(card: str) -> None:
     """Print one patron as JSON: public id, decisions in force, eligibility per purpose and topic."""
     from consent_service.services.patrons import describe_patron
 
-    click.echo(json.dumps(describe_patron(db.session, runtime.context(), card, today=_now().date()),
+    click.echo(json.dumps(describe_patron(db.session, runtime.context(), card, today=runtime.now().date()),
                           indent=2, ensure_ascii=False))
 
 
@@ -121,7 +119,7 @@ def consents_import(file: Path, skip_invalid: bool) -> None:
     from consent_service.services.consent_import import import_consents
 
     with _progress(file, "Importing decisions") as tick:
-        report = import_consents(db.session, runtime.context(), file, now=_now(),
+        report = import_consents(db.session, runtime.context(), file, now=runtime.now(),
                                  skip_invalid=skip_invalid, on_row=tick)
     _echo_report(report)
     if report.problems and not skip_invalid:
@@ -136,7 +134,7 @@ def topics_add(key: str, name: str, sendgrid_group: int | None) -> None:
     """Add an email topic (or update its name and group)."""
     from consent_service.services.topics import add_topic
 
-    topic = add_topic(db.session, key=key, name=name, sendgrid_group_id=sendgrid_group, now=_now())
+    topic = add_topic(db.session, key=key, name=name, sendgrid_group_id=sendgrid_group, now=runtime.now())
     click.echo(f"topic {topic.key}: {topic.name} (SendGrid group {topic.sendgrid_group_id or 'none'})")
 
 
@@ -154,7 +152,8 @@ def export_contacts_command(purpose: str, topic: str | None, output: Path | None
     from consent_service.services.export import export_contacts
 
     manifest = export_contacts(db.session, runtime.context(), purpose=purpose, topic=topic,
-                               output=output, excluded=excluded, created_by=created_by, now=_now())
+                               output=output, excluded=excluded, created_by=created_by, now=runtime.now(),
+                               chunk_size=current_app.config["EXPORT_CHUNK_SIZE"])
     left_out = ", ".join(f"{k} {v}" for k, v in sorted(manifest.excluded_counts.items())) or "none"
     click.echo(f"exported {manifest.row_count} row(s); left out: {left_out}; "
                f"sha256 {manifest.sha256}; manifest {manifest.id}", err=True)
@@ -177,6 +176,201 @@ links.command("unsubscribe")(_link_command(LinkKind.UNSUBSCRIBE, with_topic=True
 links.command("preferences")(_link_command(LinkKind.PREFERENCES, with_topic=False))
 
 
+@links.command("guardian")
+@click.argument("child_card")
+def links_guardian(child_card: str) -> None:
+    """Print a fresh guardian link for the child's open consent request; when there is none and
+    the child needs one, a request is made (and its notice emailed) for their guardian."""
+    from consent_service.services.guardians import guardian_link_for_card
+
+    click.echo(guardian_link_for_card(db.session, runtime.context(), child_card, now=runtime.now()))
+
+
+@guardians.command("link")
+@click.argument("child_card")
+@click.option("--guardian-card", default=None, help="The guardian's library card number.")
+@click.option("--guardian-email", default=None, help="The guardian's email address (no card yet).")
+def guardians_link(child_card: str, guardian_card: str | None, guardian_email: str | None) -> None:
+    """Link a guardian to a child (staff and API linking) and, when the child needs it, email the
+    guardian a request for consent."""
+    from consent_service.domain.addresses import mask_email
+    from consent_service.services.guardians import link_guardian
+
+    linked = link_guardian(db.session, runtime.context(), child_card, guardian_card=guardian_card,
+                           guardian_email=guardian_email, now=runtime.now())
+    done = "linked" if linked.created else "already linked"
+    if linked.request is None:
+        click.echo(f"{done}; no consent request (the child needs none, or the guardian has no "
+                   "email address)")
+    else:
+        click.echo(f"{done}; consent request {linked.request.public_id} sent to "
+                   f"{mask_email(linked.request.to_email or '')}")
+
+
+@guardians.command("remind")
+def guardians_remind() -> None:
+    """Email every pending, unexpired consent request again, with a fresh link."""
+    from consent_service.services.guardians import remind_guardians
+
+    sent = remind_guardians(db.session, runtime.context(), now=runtime.now())
+    click.echo(f"sent {sent} reminder(s)")
+
+
+@guardians.command("expire")
+def guardians_expire() -> None:
+    """Expire unanswered requests past their date and delete the contact details collected for
+    them (run it daily)."""
+    from consent_service.services.guardians import expire_guardian_requests
+
+    expired = expire_guardian_requests(db.session, now=runtime.now())
+    click.echo(f"expired {expired.requests} request(s); deleted {expired.guardian_emails} "
+               "guardian email address(es)")
+
+
+@guardians.command("tasks")
+def guardians_tasks() -> None:
+    """List guardians' open requests for a child's data or its erasure, oldest first."""
+    from consent_service.services.guardians import family_tasks
+
+    tasks = family_tasks(db.session)
+    for task in tasks:
+        click.echo(f"{task.id}\t{task.kind}\tchild {task.child_card} ({task.child_first_name})"
+                   f"\tguardian {task.guardian}\tasked {task.created_at:%Y-%m-%d %H:%M} UTC")
+    if not tasks:
+        click.echo("no open requests")
+
+
+@guardians.command("done")
+@click.argument("task_id", type=int)
+def guardians_done(task_id: int) -> None:
+    """Mark a guardian's request for a child's data or its erasure as done."""
+    from consent_service.services.guardians import close_family_task
+
+    task = close_family_task(db.session, task_id, now=runtime.now())
+    click.echo(f"request {task.id} ({task.kind}) done")
+
+
+@guardians.command("verify-id")
+@click.argument("child_card")
+@click.option("--guardian", required=True, help="The guardian's card number or linked email.")
+@click.option("--purpose", required=True, type=click.Choice(["contact_update",
+                                                             "third_party_modeling"]),
+              help="The vendor sharing the guardian allows.")
+@click.option("--staff", required=True, help="Who checked the guardian's ID.")
+def guardians_verify_id(child_card: str, guardian: str, purpose: str, staff: str) -> None:
+    """Record a guardian's consent to vendor sharing for a child under 13, given in person after
+    staff checked their ID (CONSENT_GUARDIAN_VENDOR_METHOD=id_check; until the staff pages)."""
+    from consent_service.services.guardians import record_id_check
+
+    record_id_check(db.session, runtime.context(), child_card, guardian=guardian, purpose=purpose,
+                    staff=staff, now=runtime.now())
+    click.echo(f"recorded: {purpose} allowed for patron {child_card.strip()} by their guardian "
+               f"(ID checked by {staff.strip()})")
+
+
+_PUSH_ROUNDS = 10_000  # a bound on one command's rounds; each round takes up to 500 jobs
+
+
+def _push_due_suppressions(client: Any) -> int:
+    """Push suppression jobs round after round until none is due; how many were taken up."""
+    from consent_service.services.sendgrid_sync import push_pending_suppressions
+
+    taken = 0
+    for _ in range(_PUSH_ROUNDS):
+        handled = push_pending_suppressions(db.session, client, now=runtime.now())
+        if not handled:
+            break
+        taken += handled
+    return taken
+
+
+def _echo_sync_status(taken: int) -> None:
+    from consent_service.services.sendgrid_sync import sync_status
+
+    status = sync_status(db.session, now=runtime.now())
+    click.echo(f"pushed {taken} job(s); waiting: {status.pending_due} due now, "
+               f"{status.pending_later} later ({status.retrying} after a failed try); "
+               f"failed: {len(status.failed_jobs)}"
+               + (" (see `flask sendgrid failures`)" if status.failed_jobs else ""))
+
+
+@sendgrid.command("sync")
+def sendgrid_sync() -> None:
+    """Push every due suppression change to SendGrid now, once, and print what is left."""
+    from consent_service.sendgrid.suppressions import suppression_client
+
+    _echo_sync_status(_push_due_suppressions(suppression_client(current_app.config)))
+
+
+@sendgrid.command("reconcile")
+def sendgrid_reconcile() -> None:
+    """Compare SendGrid's suppression lists with the ledger, record what the ledger missed, push
+    what SendGrid missed, and print the drift by kind (none, when run again right after)."""
+    from consent_service.sendgrid.suppressions import suppression_client
+    from consent_service.services.sendgrid_reconcile import reconcile_suppressions
+
+    client = suppression_client(current_app.config, read_attempts=5)
+    report = reconcile_suppressions(db.session, runtime.context(), client, now=runtime.now())
+    for line in report.lines():
+        click.echo(line)
+    _echo_sync_status(_push_due_suppressions(client))
+
+
+@sendgrid.command("failures")
+def sendgrid_failures() -> None:
+    """List what has not gone through: suppression jobs SendGrid refused, jobs waiting to retry,
+    webhook batches not processed, and events naming a group no topic is mapped to."""
+    from consent_service.services.sendgrid_sync import sync_status
+
+    status = sync_status(db.session, now=runtime.now())
+    click.echo(f"suppression jobs: {status.pending_due} due, {status.pending_later} waiting "
+               f"({status.retrying} after a failed try), {len(status.failed_jobs)} failed")
+    for job_id, attempts, error in status.failed_jobs:
+        click.echo(f"  job {job_id} failed after {attempts} attempt(s): {error}")
+    click.echo(f"webhook batches not processed: {len(status.waiting_batches)}")
+    for batch_id, state, attempts, error in status.waiting_batches:
+        click.echo(f"  batch {batch_id} {state} after {attempts} attempt(s): {error or '-'}")
+    for group_id, events in status.unknown_groups:
+        click.echo(f"unsubscribe group {group_id} is mapped to no topic: {events} event(s) "
+                   "(map it with `flask topics add KEY --name NAME --sendgrid-group ID`, then run "
+                   "`flask sendgrid reconcile`)")
+
+
+@click.command("worker")
+@click.option("--idle-seconds", type=float, default=5.0, show_default=True,
+              help="How long to wait after a round that found nothing to do.")
+@click.option("--once", is_flag=True, help="Run one round, then exit (for cron or a check).")
+def worker(idle_seconds: float, once: bool) -> None:
+    """Send queued mail, push suppression changes to SendGrid, and retry webhook batches whose
+    processing failed, until stopped (SIGTERM finishes the current item first). Without a SendGrid
+    API key, suppression changes wait in the outbox until one is configured."""
+    from flask import current_app
+
+    from consent_service.mail import send_mail_task
+    from consent_service.sendgrid.suppressions import suppression_client
+    from consent_service.services.sendgrid_sync import push_pending_suppressions
+    from consent_service.services.sendgrid_webhook import process_stored_batches
+    from consent_service.services.worker import run_worker
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def retry_webhook_batches(now: datetime) -> int:
+        return process_stored_batches(db.session, runtime.context(app), now=now)
+
+    tasks = [send_mail_task(app), retry_webhook_batches]
+    if app.config["SENDGRID_API_KEY"]:
+        client = suppression_client(app.config)
+
+        def push_suppressions(now: datetime) -> int:
+            return push_pending_suppressions(db.session, client, now=now)
+
+        tasks.append(push_suppressions)
+    else:
+        click.echo("CONSENT_SENDGRID_API_KEY is not set: suppression changes stay queued", err=True)
+    run_worker(app, tasks=tasks, idle_seconds=idle_seconds, stop=lambda: False,
+               max_rounds=1 if once else None)
+
+
 @click.command("demo")
 def demo() -> None:
     """Create the database if needed and load demo patrons, topics and decisions that show the rules."""
@@ -186,11 +380,12 @@ def demo() -> None:
 
     with one_line_errors():
         upgrade()
-        for line in load_demo(db.session, runtime.context(), now=_now()):
+        for line in load_demo(db.session, runtime.context(), now=runtime.now()):
             click.echo(line)
 
 
 def register(app: Flask) -> None:
-    for group in (patrons, consents, topics, export, links):
+    for group in (patrons, consents, topics, export, links, sendgrid, guardians):
         app.cli.add_command(group)
     app.cli.add_command(demo)
+    app.cli.add_command(worker)

@@ -7,10 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import click
+
 from consent_service.domain import ConsentServiceError
+from consent_service.domain.guardians import DEMO_VENDORS
 
 DEV_SECRET_KEY = "dev-only-insecure-secret-key"  # noqa: S105 - refused in production
-DEV_ADDRESS_HASH_KEY = "dev-only-insecure-address-hash-key"  # noqa: S105 - refused in production
+DEV_ADDRESS_HASH_KEY = "dev-only-insecure-address-hash-key"
 
 # CONSENT_<NAME> environment variable -> (config key, parser)
 _ENVIRONMENT: dict[str, tuple[str, Any]] = {
@@ -23,20 +26,38 @@ _ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "MAIL_BACKEND": ("MAIL_BACKEND", str),
     "MAIL_FILE_DIR": ("MAIL_FILE_DIR", str),
     "MAIL_FROM": ("MAIL_FROM", str),
+    "MAIL_DISPATCH": ("MAIL_DISPATCH", str),
+    "MAIL_MAX_ATTEMPTS": ("MAIL_MAX_ATTEMPTS", int),
+    "LIBRARY_NAME": ("LIBRARY_NAME", str),
+    "LIBRARY_POSTAL_ADDRESS": ("LIBRARY_POSTAL_ADDRESS", str),
     "SENDGRID_API_KEY": ("SENDGRID_API_KEY", str),
     "SENDGRID_API_HOST": ("SENDGRID_API_HOST", str),
     "SENDGRID_WEBHOOK_PUBLIC_KEY": ("SENDGRID_WEBHOOK_PUBLIC_KEY", str),
     "SENDGRID_WEBHOOK_MAX_AGE": ("SENDGRID_WEBHOOK_MAX_AGE", int),
+    "SENDGRID_WEBHOOK_VERIFY": ("SENDGRID_WEBHOOK_VERIFY", lambda v: _switched_on(v)),
+    "SENDGRID_WEBHOOK_MAX_BYTES": ("SENDGRID_WEBHOOK_MAX_BYTES", int),
+    "SENDGRID_API_TIMEOUT": ("SENDGRID_API_TIMEOUT", int),
     "PURPOSE_BASIS": ("PURPOSE_BASIS", str),
     "LINK_DAYS_UNSUBSCRIBE": ("LINK_DAYS_UNSUBSCRIBE", int),
     "LINK_DAYS_PREFERENCES": ("LINK_DAYS_PREFERENCES", int),
     "LINK_DAYS_GUARDIAN": ("LINK_DAYS_GUARDIAN", int),
     "LINK_DAYS_FAMILY": ("LINK_DAYS_FAMILY", int),
+    "RATELIMIT_STORAGE_URI": ("RATELIMIT_STORAGE_URI", str),
+    "GUARDIAN_RESPONSE_DAYS": ("GUARDIAN_RESPONSE_DAYS", int),
+    "GUARDIAN_VENDOR_METHOD": ("GUARDIAN_VENDOR_METHOD", str),
+    "VENDORS": ("VENDORS", str),
+    "POLICY_URL": ("POLICY_URL", str),
 }
 
 
-class UnsafeConfigError(ConsentServiceError):
-    """A production deployment missing a setting it must not run without."""
+class UnsafeConfigError(ConsentServiceError, click.ClickException):
+    """A setting the service must not run with. It is also a click error, so that `flask …`, which
+    builds the app before any of our commands runs, prints the one line instead of a traceback."""
+
+
+def _switched_on(value: str) -> bool:
+    """A yes/no setting: only `false`, `0`, `no` or `off` switch it off."""
+    return value.strip().lower() not in ("false", "0", "no", "off")
 
 
 def defaults(instance_path: str) -> dict[str, Any]:
@@ -51,16 +72,41 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "MAIL_BACKEND": "file",
         "MAIL_FILE_DIR": str(Path(instance_path) / "mail"),
         "MAIL_FROM": "Library <library@example.org>",
+        "MAIL_DISPATCH": "inline",
+        "MAIL_MAX_ATTEMPTS": 8,
+        "LIBRARY_NAME": "Example County Library",
+        "LIBRARY_POSTAL_ADDRESS": "Example County Library, 100 Main St, Castle Rock, CO 80104",
         "SENDGRID_API_KEY": "",
         "SENDGRID_API_HOST": "https://api.sendgrid.com",
         "SENDGRID_WEBHOOK_PUBLIC_KEY": "",
         "SENDGRID_WEBHOOK_MAX_AGE": 26 * 3600,
+        # Off only for development: then the webhook takes unsigned batches (refused in production).
+        "SENDGRID_WEBHOOK_VERIFY": True,
+        "SENDGRID_WEBHOOK_MAX_BYTES": 5 * 1024 * 1024,
+        "SENDGRID_API_TIMEOUT": 10,
         "PURPOSE_BASIS": "",
         "LINK_DAYS_UNSUBSCRIBE": 400,
         "LINK_DAYS_PREFERENCES": 30,
         "LINK_DAYS_GUARDIAN": 7,
         "LINK_DAYS_FAMILY": 30,
+        # public pages: rate limits (a shared store, e.g. redis://, when running several processes)
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "PREFERENCE_LINK_LIMIT_PER_CLIENT": "20 per hour",
+        "PREFERENCE_LINK_LIMIT_PER_ADDRESS": "3 per hour",
+        # CSRF: the token is checked; the referrer is not, because every page sends
+        # `Referrer-Policy: no-referrer` (a signed link in the path must not leak), so on https
+        # Flask-WTF's strict referrer check would refuse every form.
+        "WTF_CSRF_SSL_STRICT": False,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "BABEL_DEFAULT_LOCALE": "en",
+        "BABEL_DEFAULT_TIMEZONE": "America/Denver",
         "EXPORT_CHUNK_SIZE": 2000,
+        # parents and guardians (see consent_service/services/guardians.py)
+        "GUARDIAN_RESPONSE_DAYS": 14,
+        "GUARDIAN_VENDOR_METHOD": "separate_tick",
+        "VENDORS": DEMO_VENDORS,
+        "POLICY_URL": "https://library.example.org/privacy",
     }
 
 
@@ -93,7 +139,11 @@ def check_production(config: Mapping[str, Any]) -> None:
             "refusing to start in production: set CONSENT_ADDRESS_HASH_KEY to a random value of 32+ "
             "characters (and never change it: suppressed addresses are stored under it)"
         )
-    if config.get("PUBLIC_BASE_URL", "").startswith("http://127.0.0.1"):
+    if not config.get("SENDGRID_WEBHOOK_VERIFY", True):
+        raise UnsafeConfigError(
+            "refusing to start in production: CONSENT_SENDGRID_WEBHOOK_VERIFY=false would accept "
+            "forged SendGrid events; set the webhook's public key instead")
+    if not config.get("PUBLIC_BASE_URL", "").startswith("https://"):
         raise UnsafeConfigError(
             "refusing to start in production: set CONSENT_PUBLIC_BASE_URL to the service's public https URL"
         )

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -54,6 +55,16 @@ def new_public_id() -> str:
     return "p_" + secrets.token_urlsafe(12)
 
 
+def new_guardian_link_id() -> str:
+    """An opaque id for a guardian link, as a patron's public id is for a patron."""
+    return "g_" + secrets.token_urlsafe(12)
+
+
+def new_guardian_request_id() -> str:
+    """An opaque id for a guardian consent request, carried in the guardian's link."""
+    return "r_" + secrets.token_urlsafe(12)
+
+
 class Patron(db.Model):
     __tablename__ = "patrons"
     __table_args__ = (
@@ -89,12 +100,17 @@ class GuardianLink(db.Model):
 
     __tablename__ = "guardian_links"
     __table_args__ = (
-        UniqueConstraint("child_id", "guardian_id"),
-        UniqueConstraint("child_id", "guardian_email"),
+        # Named in full: the "uq" convention names only the first column, and PostgreSQL refuses
+        # two constraints called uq_guardian_links_child_id.
+        UniqueConstraint("child_id", "guardian_id", name="uq_guardian_links_child_id_guardian_id"),
+        UniqueConstraint("child_id", "guardian_email",
+                         name="uq_guardian_links_child_id_guardian_email"),
         CheckConstraint("guardian_id is not null or guardian_email is not null", name="someone"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # the guardian's opaque id in their links (guardian and family pages); never a name or address
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_guardian_link_id)
     child_id: Mapped[int] = mapped_column(ForeignKey("patrons.id", ondelete="CASCADE"), index=True)
     guardian_id: Mapped[int | None] = mapped_column(
         ForeignKey("patrons.id", ondelete="CASCADE"), index=True
@@ -262,3 +278,105 @@ class SuppressionSyncJob(db.Model):
     available_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class UnsubscribeFeedback(db.Model):
+    """Why someone unsubscribed, told on the confirmation page: evidence kept beside the insert-only
+    event it explains (one answer per event, never changed). The text is free, so erasure and
+    retention must treat it as personal data."""
+
+    __tablename__ = "unsubscribe_feedback"
+    __table_args__ = (
+        CheckConstraint("reason_code in ('too_many', 'not_relevant', 'never_signed_up', 'other')",
+                        name="reason_code"),
+    )
+
+    event_id: Mapped[int] = mapped_column(BigId, ForeignKey("consent_events.id"), primary_key=True)
+    reason_code: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookBatch(db.Model):
+    """A SendGrid Event Webhook POST, stored as received before it is answered, then processed; one
+    whose processing failed waits here for the worker. `body` may be cleared by retention."""
+
+    __tablename__ = "webhook_batches"
+    __table_args__ = (Index("ix_webhook_batches_status_available", "status", "available_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # None: verification off
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    event_count: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|processed|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # outcome -> events
+
+
+class SendGridEventReceipt(db.Model):
+    """A SendGrid event that acted on the ledger (or tried to): a later delivery of the same event,
+    under its `sg_event_id` or under a new one with the same content, adds nothing."""
+
+    __tablename__ = "sendgrid_event_receipts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    sg_event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    batch_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("webhook_batches.id", ondelete="SET NULL"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    asm_group_id: Mapped[int | None] = mapped_column(Integer)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    outcome: Mapped[str] = mapped_column(String(16))  # applied | unknown_group | invalid
+
+
+
+class GuardianRequest(db.Model):
+    """A request for a guardian's consent for a child: the notice emailed, then answered or expired.
+    `to_email` is the address the notice went to (the confirmation goes there too); it is erased
+    when the request expires unanswered."""
+
+    __tablename__ = "guardian_requests"
+    __table_args__ = (
+        Index("ix_guardian_requests_status_expires_at", "status", "expires_at"),
+        CheckConstraint("status in ('pending', 'answered', 'expired')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_guardian_request_id)
+    child_id: Mapped[int] = mapped_column(ForeignKey("patrons.id", ondelete="CASCADE"), index=True)
+    guardian_link_id: Mapped[int | None] = mapped_column(
+        ForeignKey("guardian_links.id", ondelete="SET NULL"), index=True)
+    to_email: Mapped[str | None] = mapped_column(String(320))
+    language: Mapped[str] = mapped_column(String(2), default="en")
+    notice_version: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class FamilyRequest(db.Model):
+    """A guardian's request, from the family page, for a child's data (download) or its erasure:
+    a task for staff until they mark it done."""
+
+    __tablename__ = "family_requests"
+    __table_args__ = (
+        CheckConstraint("kind in ('download', 'erasure')", name="kind"),
+        CheckConstraint("status in ('open', 'done')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    child_id: Mapped[int] = mapped_column(ForeignKey("patrons.id", ondelete="CASCADE"), index=True)
+    guardian_link_id: Mapped[int | None] = mapped_column(
+        ForeignKey("guardian_links.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -21,10 +21,25 @@ from consent_service.services import ServiceContext
 
 POSTGRES_URL = os.environ.get("CONSENT_TEST_DATABASE_URL", "")
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+CHROMIUM = "/usr/bin/chromium"
 
 
 def pytest_report_header() -> str:
     return f"database: {'PostgreSQL ' + POSTGRES_URL if POSTGRES_URL else 'SQLite in memory'}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip, with the reason, what this machine cannot run: PostgreSQL-only tests on SQLite, and
+    browser tests without Debian's chromium, except in CI (CI=true), which installs it: there they
+    must run or fail."""
+    no_postgres = pytest.mark.skip(reason="needs PostgreSQL: set CONSENT_TEST_DATABASE_URL")
+    no_chromium = pytest.mark.skip(reason=f"needs Chromium at {CHROMIUM}: apt-get install chromium")
+    chromium_missing = not os.path.exists(CHROMIUM) and not os.environ.get("CI")
+    for item in items:
+        if not POSTGRES_URL and item.get_closest_marker("postgresql_only"):
+            item.add_marker(no_postgres)
+        if chromium_missing and item.get_closest_marker("browser"):
+            item.add_marker(no_chromium)
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +74,15 @@ def app_config(tmp_path: Any, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+class ClosingClient(FlaskClient):
+    """A test client that closes each response as a WSGI server does, so what runs on close (mail
+    queued by the request, sent from `response.call_on_close`) has run when a call returns."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def app_factory(tmp_path: Any, _postgres_schema: None) -> Iterator[Callable[..., Flask]]:
     """Make an app with extra settings; its database is fresh for the test."""
@@ -66,6 +90,7 @@ def app_factory(tmp_path: Any, _postgres_schema: None) -> Iterator[Callable[...,
 
     def make(**overrides: Any) -> Flask:
         app = create_app(app_config(tmp_path, **overrides))
+        app.test_client_class = ClosingClient
         with app.app_context():
             if not POSTGRES_URL:
                 db.create_all()

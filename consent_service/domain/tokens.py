@@ -44,6 +44,7 @@ class LinkClaims:
     patron_id: str
     topic: str | None
     token_id: str
+    ref: str | None = None  # an opaque id of what the link is about (a guardian request, say)
 
 
 class LinkSigner:
@@ -59,11 +60,20 @@ class LinkSigner:
     def _serializer(self, kind: LinkKind) -> URLSafeTimedSerializer:
         return URLSafeTimedSerializer(self._keys, salt=f"consent-service.{kind.value}-link")
 
-    def sign(self, kind: LinkKind, patron_id: str, topic: str | None = None) -> str:
+    def sign(self, kind: LinkKind, patron_id: str, topic: str | None = None,
+             ref: str | None = None) -> str:
+        """A link for `patron_id` (an opaque public id); `topic` and `ref` (another opaque id) are
+        optional claims."""
         payload: dict[str, str] = {"p": patron_id}
         if topic:
             payload["t"] = topic
+        if ref:
+            payload["r"] = ref
         return self._serializer(kind).dumps(payload)
+
+    def lifetime_days(self, kind: LinkKind) -> int:
+        """How many days a link of this kind works."""
+        return self._lifetimes[kind]
 
     def verify(self, kind: LinkKind, token: str, now: datetime | None = None) -> LinkClaims:
         """Return the claims of a link of this kind, or raise ExpiredLinkError / InvalidLinkError."""
@@ -79,9 +89,9 @@ class LinkSigner:
             raise ExpiredLinkError("this link has expired")
         if not isinstance(payload, dict) or not isinstance(payload.get("p"), str):
             raise InvalidLinkError("this link is not valid")
-        topic = payload.get("t")
+        topic, ref = payload.get("t"), payload.get("r")
         return LinkClaims(kind, payload["p"], topic if isinstance(topic, str) else None,
-                          token_id(token))
+                          token_id(token), ref if isinstance(ref, str) else None)
 
 
 def token_id(token: str) -> str:

@@ -1,4 +1,4 @@
-"""Reading the CSV files that imports take (UTF-8, header checked) and reporting what an import did."""
+"""Reading the CSV files that imports take (UTF-8, header checked), and reporting what they did."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class ImportFileError(ConsentServiceError):
 
 @dataclass(frozen=True)
 class RowProblem:
-    """Why one data row was rejected; `line` is the physical line of the file (the header is line 1)."""
+    """Why a data row was rejected; `line` is the file's physical line (the header is line 1)."""
 
     line: int
     message: str
@@ -25,7 +25,7 @@ class RowProblem:
 
 @dataclass
 class ImportReport:
-    """What an import did: how many rows ended which way, and every rejected row with its reasons."""
+    """What an import did: how many rows ended which way, and each rejected row with its reasons."""
 
     problems: list[RowProblem] = field(default_factory=list)
 
@@ -33,45 +33,39 @@ class ImportReport:
     def rejected(self) -> int:
         return len(self.problems)
 
-    def reject(self, line: int, messages: Sequence[str]) -> None:
-        """Reject a row for all its reasons at once: one problem per row, its reasons joined by `; `."""
-        self.problems.append(RowProblem(line, "; ".join(messages)))
+    def reject(self, line: int, reasons: Sequence[str]) -> None:
+        """Reject a row for all its reasons: one problem per row, the reasons joined by `; `."""
+        self.problems.append(RowProblem(line, "; ".join(reason.rstrip(".") for reason in reasons)))
 
     def counts(self) -> list[tuple[str, int]]:
-        """The outcomes to show before `rejected`, in order; each import names its own."""
+        """The outcomes shown before `rejected`, in order; each import names its own."""
         return []
 
     def summary(self) -> str:
         """One line, e.g. `created 3, updated 1, unchanged 2, rejected 0`."""
-        return ", ".join(f"{label} {n}" for label, n in [*self.counts(), ("rejected", self.rejected)])
+        shown = [*self.counts(), ("rejected", self.rejected)]
+        return ", ".join(f"{label} {n}" for label, n in shown)
 
 
 @dataclass(frozen=True)
 class CsvRow:
-    """One data row: its first physical line, the values of the header's known columns (trimmed), and
-    what is wrong with its shape if it has more or fewer fields than the header."""
+    """A data row: the physical line it starts on, the values of the header's known columns
+    (trimmed), and what is wrong with its shape when it has more or fewer fields than the header."""
 
     line: int
     values: dict[str, str]
     shape_problem: str | None = None
 
 
-@dataclass(frozen=True)
-class CsvFile:
-    """A checked file: which known columns its header has, and its data rows (blank lines left out)."""
+def read_csv(path: Path, *, required: Collection[str], known: Collection[str]) -> list[CsvRow]:
+    """The data rows of a whole CSV file (blank lines left out), checked before any row is used.
 
-    columns: frozenset[str]
-    rows: list[CsvRow]
-
-
-def read_csv(path: Path, *, required: Collection[str], known: Collection[str]) -> CsvFile:
-    """Read a whole CSV file, checking it before any row is used.
-
-    The file is UTF-8, with or without a byte-order mark. Header names are matched case-insensitively
-    and trimmed; columns not in `known` are ignored; a missing `required` column, a column named twice,
-    bytes that are not UTF-8, a quote left open or an empty file raise ImportFileError naming the line.
-    A row with more or fewer fields than the header keeps a `shape_problem`, for the import to reject
-    with its line number (a short row must not blank the columns it lacks).
+    The file is UTF-8, with or without a byte-order mark. Header names are trimmed and matched
+    case-insensitively; columns not in `known` are ignored, and a column absent from the header is
+    absent from every row's `values`. A missing `required` column, a column named twice, bytes that
+    are not UTF-8, a quote left open, or an empty file raise ImportFileError naming the line. A row
+    with more or fewer fields than the header keeps a `shape_problem`, for the import to reject with
+    its line number (a short row must not blank the columns it lacks).
     """
     with path.open("rb") as handle:
         records = _Records(handle, path.name)
@@ -79,7 +73,8 @@ def read_csv(path: Path, *, required: Collection[str], known: Collection[str]) -
         while header is not None and not any(cell.strip() for cell in header):
             header = records.next()
         if header is None:
-            raise ImportFileError(f"{path.name}: the file is empty; the first line must be the header")
+            raise ImportFileError(
+                f"{path.name}: the file is empty; its first line must be the header")
         names = [cell.strip().lower() for cell in header]
         _check_header(names, path.name, records.start, required)
         rows: list[CsvRow] = []
@@ -92,7 +87,7 @@ def read_csv(path: Path, *, required: Collection[str], known: Collection[str]) -
             if len(record) != len(names):
                 shape = f"the row has {len(record)} fields but the header has {len(names)}"
             rows.append(CsvRow(records.start, values, shape))
-    return CsvFile(frozenset(name for name in names if name in known), rows)
+    return rows
 
 
 class _Records:
@@ -111,18 +106,19 @@ class _Records:
         except StopIteration:
             return None
         except csv.Error as exc:
-            raise ImportFileError(f"{self._file_name}: line {self.start} is not valid CSV: {exc}") from None
+            raise ImportFileError(
+                f"{self._file_name}: line {self.start} is not valid CSV: {exc}") from None
 
 
 def _utf8_lines(handle: BinaryIO, file_name: str) -> Iterator[str]:
-    """The file's physical lines (split on LF, as counted), decoded, without a leading byte-order mark."""
+    """The file's physical lines (split at LF), decoded, without a leading byte-order mark."""
     for number, raw in enumerate(handle, start=1):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ImportFileError(
-                f"{file_name}: line {number} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte "
-                f"{exc.start + 1} of the line); save the file as UTF-8 and import it again"
+                f"{file_name}: line {number} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                f"position {exc.start + 1}); save the file as UTF-8 and import it again"
             ) from None
         yield text.removeprefix("\ufeff") if number == 1 else text
 
@@ -130,9 +126,10 @@ def _utf8_lines(handle: BinaryIO, file_name: str) -> Iterator[str]:
 def _check_header(names: list[str], file_name: str, line: int, required: Collection[str]) -> None:
     twice = sorted({name for name in names if name and names.count(name) > 1})
     if twice:
-        raise ImportFileError(f"{file_name}: line {line}: column(s) named more than once: "
-                              f"{', '.join(twice)}")
+        raise ImportFileError(
+            f"{file_name}: line {line}: column(s) named more than once: {', '.join(twice)}")
     missing = [column for column in required if column not in names]
     if missing:
-        raise ImportFileError(f"{file_name}: missing required column(s) in the header on line {line}: "
-                              f"{', '.join(missing)}")
+        raise ImportFileError(
+            f"{file_name}: missing required column(s) in the header on line {line}: "
+            f"{', '.join(missing)}")

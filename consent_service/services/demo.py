@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from consent_service.domain.ledger import Actor, Decision, Source
 from consent_service.domain.tokens import LinkKind
-from consent_service.models import Patron, PolicyVersion
+from consent_service.models import ConsentEvent, Patron, PolicyVersion
 from consent_service.services import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.patron_import import import_patrons
@@ -50,19 +50,22 @@ def _patrons_csv(today: date) -> str:
 
 
 def load_demo(session: Session, ctx: ServiceContext, *, now: datetime) -> list[str]:
-    """Load the demo (once: a second run adds nothing) and return what to open and try."""
-    if session.scalar(select(Patron.id).where(Patron.card_number == "D0000001")) is None:
-        for key, name in TOPICS:
-            add_topic(session, key=key, name=name, sendgrid_group_id=None, now=now)
-        if session.scalar(select(PolicyVersion.id).limit(1)) is None:
-            session.add(PolicyVersion(
-                version="2026-01", effective_at=now - timedelta(days=30), material=True, created_at=now,
-                summary="Patron privacy policy: email and postal mail about programs, photos at events, "
-                        "vendors that keep contact data current, parental consent for children."))
-        with tempfile.TemporaryDirectory() as folder:
-            csv_path = Path(folder) / "demo-patrons.csv"
-            csv_path.write_text(_patrons_csv(now.date()), encoding="utf-8")
-            import_patrons(session, ctx, csv_path, now=now, skip_invalid=False)
+    """Load the demo and return what to open and try. Safe to run again, also after a run that failed
+    half-way: topics and the patron import are idempotent, and the demo decisions are recorded only
+    while the demo patrons have none."""
+    for key, name in TOPICS:
+        add_topic(session, key=key, name=name, sendgrid_group_id=None, now=now)
+    if session.scalar(select(PolicyVersion.id).limit(1)) is None:
+        session.add(PolicyVersion(
+            version="2026-01", effective_at=now - timedelta(days=30), material=True, created_at=now,
+            summary="Patron privacy policy: email and postal mail about programs, photos at events, "
+                    "vendors that keep contact data current, parental consent for children."))
+    with tempfile.TemporaryDirectory() as folder:
+        csv_path = Path(folder) / "demo-patrons.csv"
+        csv_path.write_text(_patrons_csv(now.date()), encoding="utf-8")
+        import_patrons(session, ctx, csv_path, now=now, skip_invalid=False)
+    demo_ids = select(Patron.id).where(Patron.card_number.like("D00000%"))
+    if session.scalar(select(ConsentEvent.id).where(ConsentEvent.patron_id.in_(demo_ids)).limit(1)) is None:
         _demo_decisions(session, ctx, now)
         session.commit()
     by_card = {p.card_number: p for p in session.scalars(select(Patron))}

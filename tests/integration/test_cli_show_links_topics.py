@@ -15,7 +15,8 @@ def invoke(runner, *args):
 
 
 def test_topics_add_then_update_and_refuse_a_taken_group(runner, session):
-    assert invoke(runner, "topics", "add", "events", "--name", "Events", "--sendgrid-group", "101").exit_code == 0
+    added = invoke(runner, "topics", "add", "events", "--name", "Events", "--sendgrid-group", "101")
+    assert added.exit_code == 0
     result = invoke(runner, "topics", "add", "events", "--name", "Events & programs")
     assert result.exit_code == 0 and "Events & programs" in result.output
     taken = invoke(runner, "topics", "add", "news", "--name", "News", "--sendgrid-group", "101")

@@ -26,9 +26,9 @@ def decide(session, ctx, patron, decision, *, purpose=EMAIL, topic=None, at=NOW,
     return result
 
 
-def verdict(session, ctx, patron, purpose=EMAIL, topic=None, today=NOW.date()):
+def verdict(session, ctx, patron, purpose=EMAIL, topic=None):
     standing = load_standings(session, [patron])[patron.id]
-    return standing.verdict(ctx.catalog.get(purpose), topic, today)
+    return standing.verdict(ctx.catalog.get(purpose), topic, NOW.date())
 
 
 def event_count(session):

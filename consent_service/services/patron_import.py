@@ -1,0 +1,347 @@
+"""Create or update patrons from the ILS's CSV export and link guardians; no decision changes."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import String, select, update
+from sqlalchemy.orm import Session
+
+from consent_service.domain.addresses import InvalidEmailError, normalize_email
+from consent_service.models import GuardianLink, Patron
+from consent_service.services import ServiceContext
+from consent_service.services.csv_input import CsvRow, ImportReport, read_csv
+from consent_service.services.guardians import request_consent_for_links
+
+COLUMNS = ("card_number", "first_name", "last_name", "email", "birth_date", "preferred_language",
+           "street", "city", "state", "postal_code", "guardian_card_number", "guardian_email",
+           "status")
+TEXT_COLUMNS = ("first_name", "last_name", "street", "city", "state", "postal_code")
+LANGUAGES = ("en", "es")
+STATUSES = ("active", "inactive")
+CHUNK = 500  # rows per query and per flush (well under every database's parameter limit)
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_MAX_LENGTH: dict[str, int] = {
+    column.name: column.type.length
+    for column in Patron.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+}
+_MAX_LENGTH["guardian_card_number"] = _MAX_LENGTH["card_number"]
+_MAX_LENGTH["guardian_email"] = GuardianLink.__table__.c.guardian_email.type.length
+
+
+@dataclass
+class PatronImportReport(ImportReport):
+    """Rows that created a patron, changed one, or found it already as the file says."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def counts(self) -> list[tuple[str, int]]:
+        return [("created", self.created), ("updated", self.updated), ("unchanged", self.unchanged)]
+
+
+@dataclass
+class _PatronRow:
+    """A data row, parsed: the Patron attributes its columns give, its guardians, what is wrong."""
+
+    line: int
+    card: str
+    fields: dict[str, Any]
+    guardian_card: str | None
+    guardian_email: str | None
+    problems: list[str] = field(default_factory=list)
+
+
+def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: datetime,
+                   skip_invalid: bool, on_row: Callable[[], None] | None = None
+                   ) -> PatronImportReport:
+    """Create or update patrons by card number from a CSV file, and link their guardians.
+
+    Every row is checked first, and every problem is reported with its line. Atomic by default: one
+    bad row and nothing is written. With `skip_invalid`, the good rows are written and the bad ones
+    listed. Either way the import commits once, at the end.
+
+    A column absent from the header leaves that field as it is; a column present but empty clears it
+    (an empty email clears the address key too; an empty language or status means `en` / `active`).
+    A changed email moves the patron to the new address's key: email decisions belong to addresses,
+    so the old address keeps its own. The import never records or changes a consent decision.
+
+    `guardian_card_number` links the child to that patron, who may be in the database or anywhere in
+    the file; `guardian_email` links an address awaiting a patron record. Links are only ever added,
+    never duplicated, and links missing from the file are kept. A row whose guardian exists only in
+    this file, on a rejected row, is rejected too (with `skip_invalid`, the child is not imported
+    without the guardian the file names). A row that creates a guardian link counts as updated.
+    A row that changes nothing is `unchanged` and keeps its `updated_at`.
+
+    Rows are written a chunk at a time: one query loads the chunk's stored patrons, one flush writes
+    them, so memory holds the file's rows but not an object per patron.
+    """
+    report = PatronImportReport()
+    tick = on_row or _no_progress
+    csv_rows = read_csv(path, required=("card_number",), known=COLUMNS)
+    named = {row.values.get(column, "") for row in csv_rows
+             for column in ("card_number", "guardian_card_number")}
+    stored = _stored_patrons(session, named - {""})
+    rows = [_parse(row, ctx, now.date(), stored) for row in csv_rows]
+    first_by_card = _reject_repeated_cards(rows)
+    _reject_unknown_guardians(rows, first_by_card, stored)
+
+    bad = [row for row in rows if row.problems]
+    for row in bad:
+        report.reject(row.line, row.problems)
+    if bad and not skip_invalid:
+        session.rollback()
+        for _ in rows:
+            tick()
+        return report
+
+    outcomes = _write_patrons(session, rows, stored, now, tick)
+    new_links: list[GuardianLink] = []
+    gained = _link_guardians(session, rows, stored, now, new_links)
+    linked_only = [stored[card].id for card in gained if outcomes[card] == "unchanged"]
+    # a guardian newly linked to a child who needs their consent is asked for it (the notice email)
+    request_consent_for_links(session, ctx, new_links, now=now)
+    for start in range(0, len(linked_only), CHUNK):
+        chunk = linked_only[start:start + CHUNK]
+        session.execute(update(Patron).where(Patron.id.in_(chunk)).values(updated_at=now))
+    tally = Counter(outcomes.values())
+    report.created = tally["created"]
+    report.updated = tally["updated"] + len(linked_only)
+    report.unchanged = tally["unchanged"] - len(linked_only)
+    session.commit()
+    return report
+
+
+def _no_progress() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What the import needs to know of a patron already in the database."""
+
+    id: int
+    email: str | None
+
+
+def _stored_patrons(session: Session, cards: Collection[str]) -> dict[str, _Stored]:
+    found: dict[str, _Stored] = {}
+    query = select(Patron.card_number, Patron.id, Patron.email)
+    for chunk in _chunks(cards):
+        for card, patron_id, email in session.execute(query.where(Patron.card_number.in_(chunk))):
+            found[card] = _Stored(patron_id, email)
+    return found
+
+
+def _parse(row: CsvRow, ctx: ServiceContext, today: date, stored: dict[str, _Stored]
+           ) -> _PatronRow:
+    values = row.values
+    problems = [row.shape_problem] if row.shape_problem else []
+    for column, value in values.items():
+        limit = _MAX_LENGTH.get(column)
+        if limit is not None and len(value) > limit:
+            problems.append(f"{column} is longer than {limit} characters")
+
+    card = values.get("card_number", "")
+    if not card:
+        problems.append("card_number is empty")
+    fields: dict[str, Any] = {column: values[column] for column in TEXT_COLUMNS if column in values}
+
+    if "email" in values:
+        fields["email"] = fields["address_key"] = None
+        known = stored[card].email if card in stored else None
+        try:
+            email = _normalized(values["email"], known)
+        except InvalidEmailError as exc:
+            problems.append(f"email: {exc}")
+        else:
+            if email:
+                fields["email"], fields["address_key"] = email, ctx.address_key(email)
+
+    if "birth_date" in values:
+        fields["birth_date"] = None
+        if values["birth_date"]:
+            birth_date = _parse_date(values["birth_date"])
+            if birth_date is None:
+                problems.append("birth_date is not a date written YYYY-MM-DD")
+            elif birth_date > today:
+                problems.append("birth_date is in the future")
+            fields["birth_date"] = birth_date
+
+    for column, allowed in (("preferred_language", LANGUAGES), ("status", STATUSES)):
+        if column in values:
+            value = values[column].lower() or allowed[0]
+            if value not in allowed:
+                problems.append(f"{column} {values[column]!r} is not one of: {', '.join(allowed)}")
+            fields[column] = value
+
+    guardian_card = values.get("guardian_card_number") or None
+    if guardian_card is not None and guardian_card == card:
+        problems.append("guardian_card_number is the patron's own card")
+    guardian_email = None
+    try:
+        guardian_email = _normalized(values.get("guardian_email", ""), None)
+    except InvalidEmailError as exc:
+        problems.append(f"guardian_email: {exc}")
+    return _PatronRow(row.line, card, fields, guardian_card, guardian_email, problems)
+
+
+def _normalized(raw: str, stored: str | None) -> str | None:
+    """The address in canonical form (None when empty). An ASCII address that is the stored one but
+    for case was checked when it was stored: re-checking 100,000 unchanged addresses is most of
+    the time a daily re-import would take."""
+    if not raw:
+        return None
+    if stored is not None and raw.isascii() and raw.lower() == stored:
+        return stored
+    return normalize_email(raw)
+
+
+def _parse_date(text: str) -> date | None:
+    if not _ISO_DATE.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _reject_repeated_cards(rows: list[_PatronRow]) -> dict[str, _PatronRow]:
+    """The first row of each card number; a later row with that card is a problem on its line."""
+    first: dict[str, _PatronRow] = {}
+    for row in rows:
+        if not row.card:
+            continue
+        earlier = first.setdefault(row.card, row)
+        if earlier is not row:
+            row.problems.append(f"card_number already appears on line {earlier.line}")
+    return first
+
+
+def _chunks(items: Collection[str]) -> Iterator[list[str]]:
+    ordered = sorted(items)
+    for start in range(0, len(ordered), CHUNK):
+        yield ordered[start:start + CHUNK]
+
+
+def load_patrons_by_card(session: Session, cards: Collection[str]) -> dict[str, Patron]:
+    """The patrons in the database with these card numbers, by card; one query per chunk."""
+    found: dict[str, Patron] = {}
+    for chunk in _chunks(cards):
+        for patron in session.scalars(select(Patron).where(Patron.card_number.in_(chunk))):
+            found[patron.card_number] = patron
+    return found
+
+
+def _reject_unknown_guardians(rows: list[_PatronRow], first_by_card: dict[str, _PatronRow],
+                              stored: dict[str, _Stored]) -> None:
+    """A guardian card must be a patron in the database or a card in the file. When the guardian is
+    only in the file and its row is rejected, the child's row is rejected too, down a chain of
+    guardians if need be."""
+    waiting: list[_PatronRow] = []
+    for row in rows:
+        guardian = row.guardian_card
+        if guardian is None or guardian == row.card or guardian in stored:
+            continue
+        if guardian not in first_by_card:
+            row.problems.append("guardian_card_number is no patron in the database or in this file")
+        elif not row.problems:
+            waiting.append(row)
+    while True:
+        newly_rejected = [row for row in waiting if first_by_card[row.guardian_card or ""].problems]
+        if not newly_rejected:
+            return
+        for row in newly_rejected:
+            line = first_by_card[row.guardian_card or ""].line
+            row.problems.append(
+                f"guardian_card_number is the card of line {line}, which is rejected")
+        waiting = [row for row in waiting if not row.problems]
+
+
+def _write_patrons(session: Session, rows: list[_PatronRow], stored: dict[str, _Stored],
+                   now: datetime, tick: Callable[[], None]) -> dict[str, str]:
+    """Create or update the good rows' patrons, a chunk of rows at a time; the outcome of each good
+    row by card number. Patrons created are added to `stored`."""
+    outcomes: dict[str, str] = {}
+    for start in range(0, len(rows), CHUNK):
+        chunk = [row for row in rows[start:start + CHUNK] if not row.problems]
+        for _ in range(min(CHUNK, len(rows) - start) - len(chunk)):
+            tick()
+        existing = load_patrons_by_card(session, [row.card for row in chunk if row.card in stored])
+        created: list[Patron] = []
+        for row in chunk:
+            patron = existing.get(row.card)
+            if patron is None:
+                patron = Patron(card_number=row.card, created_at=now, updated_at=now, **row.fields)
+                session.add(patron)
+                created.append(patron)
+                outcomes[row.card] = "created"
+            else:
+                changes = {name: value for name, value in row.fields.items()
+                           if getattr(patron, name) != value}
+                for name, value in changes.items():
+                    setattr(patron, name, value)
+                if changes:
+                    patron.updated_at = now
+                outcomes[row.card] = "updated" if changes else "unchanged"
+            tick()
+        session.flush()
+        for patron in created:
+            stored[patron.card_number] = _Stored(patron.id, patron.email)
+    return outcomes
+
+
+def _link_guardians(session: Session, rows: list[_PatronRow], stored: dict[str, _Stored],
+                    now: datetime, created: list[GuardianLink]) -> list[str]:
+    """Add the guardian links the good rows name and the database lacks (appended to `created`);
+    the children's cards that gained one."""
+    linking = [row for row in rows
+               if not row.problems and (row.guardian_card or row.guardian_email)]
+    child_ids = sorted({stored[row.card].id for row in linking})
+    by_patron: set[tuple[int, int]] = set()
+    by_email: set[tuple[int, str]] = set()
+    query = select(GuardianLink.child_id, GuardianLink.guardian_id, GuardianLink.guardian_email)
+    for start in range(0, len(child_ids), CHUNK):
+        chunk = child_ids[start:start + CHUNK]
+        for child_id, guardian_id, guardian_email in session.execute(
+                query.where(GuardianLink.child_id.in_(chunk))):
+            if guardian_id is not None:
+                by_patron.add((child_id, guardian_id))
+            if guardian_email is not None:
+                by_email.add((child_id, guardian_email))
+
+    gained: list[str] = []
+    pending: list[GuardianLink] = []
+    for row in linking:
+        child_id = stored[row.card].id
+        links = []
+        if row.guardian_card:
+            guardian_id = stored[row.guardian_card].id
+            if (child_id, guardian_id) not in by_patron:
+                by_patron.add((child_id, guardian_id))
+                links.append(GuardianLink(child_id=child_id, guardian_id=guardian_id,
+                                          created_at=now))
+        if row.guardian_email and (child_id, row.guardian_email) not in by_email:
+            by_email.add((child_id, row.guardian_email))
+            links.append(GuardianLink(child_id=child_id, guardian_email=row.guardian_email,
+                                      created_at=now))
+        if links:
+            gained.append(row.card)
+            pending.extend(links)
+            created.extend(links)
+        if len(pending) >= CHUNK:
+            session.add_all(pending)
+            session.flush()
+            pending.clear()
+    session.add_all(pending)
+    session.flush()
+    return gained

@@ -1,0 +1,251 @@
+"""SendGrid Event Webhook batches: stored before they are answered, then applied to the ledger, each
+event once however often SendGrid delivers it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from consent_service.domain import ConsentServiceError
+from consent_service.domain.addresses import normalize_email
+from consent_service.domain.ledger import Decision, Source
+from consent_service.domain.sendgrid_events import (
+    Action,
+    SendGridEvent,
+    Suppression,
+    fingerprint,
+    read_event,
+)
+from consent_service.models import Patron, SendGridEventReceipt, WebhookBatch
+from consent_service.sendgrid.client import retry_at
+from consent_service.services import ServiceContext
+from consent_service.services.decisions import CLOCK_SKEW
+from consent_service.services.sendgrid_events import (
+    mark_undeliverable,
+    record_email_decision,
+    suppress_address,
+    topic_groups,
+)
+
+logger = logging.getLogger(__name__)
+
+# Outcomes counted per batch (WebhookBatch.counts).
+SKIPPED = "skipped"  # asks nothing of the ledger (processed, delivered, open, click, ...)
+APPLIED = "applied"  # applied to the ledger (which may have found a newer decision in force)
+DUPLICATE = "duplicate"  # delivered before: same sg_event_id, or same content
+UNKNOWN_GROUP = "unknown_group"  # an asm_group_id no topic is mapped to
+INVALID = "invalid"  # should act but cannot: no address, no time, a time in the future...
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What processing a batch did: whether it finished, and its events counted by outcome."""
+
+    batch_id: int
+    processed: bool
+    counts: dict[str, int]
+    error: str | None = None
+
+
+def store_batch(session: Session, body: bytes, *, event_count: int, signed_at: datetime | None,
+                now: datetime) -> int:
+    """Keep a batch exactly as received and commit, before SendGrid gets its answer: from here on
+    nothing in it can be lost. Returns the batch id."""
+    batch = WebhookBatch(received_at=now, signed_at=signed_at, body=body, event_count=event_count,
+                         status="pending", attempts=0, available_at=now, counts={})
+    session.add(batch)
+    session.commit()
+    return batch.id
+
+
+def process_batch(session: Session, ctx: ServiceContext, batch_id: int, *, now: datetime,
+                  events: Sequence[Any] | None = None) -> BatchOutcome | None:
+    """Apply a stored batch to the ledger in one transaction, and commit.
+
+    Each actionable event is applied once: a repeat (same `sg_event_id`, or the same address, event,
+    time, message and group under a new id) is counted and skipped, so SendGrid's retries and a
+    replayed batch change nothing. Events that ask nothing are skipped without database work. If
+    applying fails, nothing of it stays: the batch is kept with the error and retried later (by
+    `process_stored_batches`). Returns None when the batch is processed already or another process
+    holds it. `events` saves parsing the body again when the caller has it parsed."""
+    batch = session.scalar(select(WebhookBatch).where(
+        WebhookBatch.id == batch_id, WebhookBatch.status != "processed",
+    ).with_for_update(skip_locked=True))
+    if batch is None:
+        session.rollback()
+        return None
+    try:
+        if events is None:
+            events = _events_of(batch)
+        counts = _apply_events(session, ctx, batch.id, events, now)
+        batch.status = "processed"
+        batch.processed_at = now
+        batch.attempts += 1
+        batch.last_error = None
+        batch.counts = dict(counts)
+        session.commit()
+    except Exception as exc:  # any failure: keep the batch and its error for the next attempt
+        session.rollback()
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        _record_failure(session, batch_id, error, now)
+        logger.warning("SendGrid batch %d: processing failed, kept for retry: %s", batch_id,
+                       type(exc).__name__)
+        return BatchOutcome(batch_id, False, {}, error)
+    if counts[UNKNOWN_GROUP]:
+        logger.warning("SendGrid batch %d: %d event(s) name an unsubscribe group mapped to no "
+                       "topic (see `flask sendgrid failures`)", batch_id, counts[UNKNOWN_GROUP])
+    return BatchOutcome(batch_id, True, dict(counts))
+
+
+def process_stored_batches(session: Session, ctx: ServiceContext, *, now: datetime,
+                           limit: int = 10) -> int:
+    """Process batches stored but not yet processed (their request failed or crashed after storing
+    them), oldest first, each in its own transaction; batches held by another process are skipped.
+    Returns how many were taken up."""
+    ids = list(session.scalars(
+        select(WebhookBatch.id).where(
+            or_(WebhookBatch.status == "pending", WebhookBatch.status == "failed"),
+            WebhookBatch.available_at <= now,
+        ).order_by(WebhookBatch.available_at, WebhookBatch.id).limit(limit)))
+    session.rollback()
+    taken = 0
+    for batch_id in ids:
+        if process_batch(session, ctx, batch_id, now=now) is not None:
+            taken += 1
+    return taken
+
+
+def _events_of(batch: WebhookBatch) -> list[Any]:
+    if batch.body is None:
+        raise ConsentServiceError(f"batch {batch.id} has no body left to process")
+    events = json.loads(batch.body)
+    if not isinstance(events, list):
+        raise ConsentServiceError(f"batch {batch.id} is not a JSON array")
+    return events
+
+
+def _record_failure(session: Session, batch_id: int, error: str, now: datetime) -> None:
+    batch = session.get(WebhookBatch, batch_id)
+    if batch is None:
+        return
+    batch.attempts += 1
+    batch.status = "failed"
+    batch.last_error = error
+    batch.available_at = retry_at(batch.attempts, now)
+    session.commit()
+
+
+@dataclass(frozen=True)
+class _Work:
+    event: SendGridEvent
+    email: str
+    address: str
+    content_hash: str
+
+
+def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_events: Sequence[Any],
+                  now: datetime) -> Counter[str]:
+    counts: Counter[str] = Counter({SKIPPED: 0, APPLIED: 0, DUPLICATE: 0, UNKNOWN_GROUP: 0,
+                                    INVALID: 0})
+    work: list[_Work] = []
+    for raw in raw_events:
+        try:
+            event = read_event(raw)
+            if event is None:
+                counts[SKIPPED] += 1
+                continue
+            if event.occurred_at > now + CLOCK_SKEW:
+                raise ConsentServiceError("an event time in the future")
+            email = normalize_email(event.email)
+        except ConsentServiceError:
+            counts[INVALID] += 1
+            continue
+        address = ctx.address_key(email)
+        work.append(_Work(event, email, address, fingerprint(
+            address, event.name, event.occurred_at, event.sg_message_id, event.group_id)))
+    if not work:
+        return counts
+
+    seen_hashes, seen_ids = _receipts_for(session, work)
+    groups = {group: key for key, group in topic_groups(session).items()}
+    named = _named_patrons(session, work)
+    for item in work:
+        event = item.event
+        repeated_id = event.sg_event_id is not None and event.sg_event_id in seen_ids
+        if repeated_id or item.content_hash in seen_hashes:
+            counts[DUPLICATE] += 1
+            continue
+        seen_hashes.add(item.content_hash)
+        if event.sg_event_id:
+            seen_ids.add(event.sg_event_id)
+        topic = groups.get(event.group_id) if event.group_id is not None else None
+        if event.group_id is not None and topic is None:
+            outcome = UNKNOWN_GROUP
+        else:
+            patron = named.get(event.patron_public_id or "")
+            if patron is not None and patron.address_key != item.address:
+                patron = None  # the message named someone else: the address alone decided
+            _apply(session, ctx, item, topic, patron, batch_id, now)
+            outcome = APPLIED
+        counts[outcome] += 1
+        session.add(SendGridEventReceipt(
+            content_hash=item.content_hash, sg_event_id=event.sg_event_id, batch_id=batch_id,
+            event=event.name, asm_group_id=event.group_id, occurred_at=event.occurred_at,
+            received_at=now, outcome=outcome))
+    return counts
+
+
+def _apply(session: Session, ctx: ServiceContext, item: _Work, topic: str | None,
+           patron: Patron | None, batch_id: int, now: datetime) -> None:
+    event = item.event
+    evidence = {"sendgrid_event": event.name, "webhook_batch": str(batch_id)}
+    if event.sg_message_id:
+        evidence["sg_message_id"] = event.sg_message_id
+    if event.action in (Action.OPT_OUT_ALL, Action.SPAM_REPORT, Action.OPT_OUT_TOPIC,
+                        Action.OPT_IN_TOPIC):
+        decision = Decision.OPT_IN if event.action is Action.OPT_IN_TOPIC else Decision.OPT_OUT
+        record_email_decision(
+            session, ctx, email=item.email, address=item.address, decision=decision, topic=topic,
+            occurred_at=event.occurred_at, source=Source.SENDGRID_WEBHOOK, patron=patron,
+            evidence=evidence, sg_event_id=event.sg_event_id, now=now)
+    if event.action in (Action.SPAM_REPORT, Action.SUPPRESS):
+        reason = event.suppression or Suppression.SPAM_REPORT
+        suppress_address(session, item.address, reason.value, event.occurred_at)
+    elif event.action is Action.UNDELIVERABLE:
+        mark_undeliverable(session, item.address, event.detail or event.name, event.occurred_at)
+
+
+def _receipts_for(session: Session, work: list[_Work]) -> tuple[set[str], set[str]]:
+    """The content hashes and sg_event_ids of these events already received."""
+    hashes = [item.content_hash for item in work]
+    ids = [item.event.sg_event_id for item in work if item.event.sg_event_id]
+    seen_hashes: set[str] = set()
+    seen_ids: set[str] = set()
+    for start in range(0, len(hashes), 500):
+        seen_hashes.update(session.scalars(select(SendGridEventReceipt.content_hash).where(
+            SendGridEventReceipt.content_hash.in_(hashes[start:start + 500]))))
+    for start in range(0, len(ids), 500):
+        found = session.scalars(select(SendGridEventReceipt.sg_event_id).where(
+            SendGridEventReceipt.sg_event_id.in_(ids[start:start + 500])))
+        seen_ids.update(id_ for id_ in found if id_)
+    return seen_hashes, seen_ids
+
+
+def _named_patrons(session: Session, work: list[_Work]) -> dict[str, Patron]:
+    """The patrons named by the events' `patron_id` custom arg, by public id."""
+    public_ids = sorted({item.event.patron_public_id for item in work
+                         if item.event.patron_public_id})
+    found: dict[str, Patron] = {}
+    for start in range(0, len(public_ids), 500):
+        for patron in session.scalars(select(Patron).where(
+                Patron.public_id.in_(public_ids[start:start + 500]))):
+            found[patron.public_id] = patron
+    return found

@@ -1,0 +1,61 @@
+"""Error answers: an HTML page with one plain line for people, JSON for the API and webhooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify, render_template, request
+from flask.wrappers import Response
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+JSON_PREFIXES = ("/api", "/webhooks")
+_KEPT_HEADERS = ("Allow", "Retry-After")
+
+
+def wants_json() -> bool:
+    """Machines call /api/… and /webhooks/…; everything else is a page for people."""
+    return any(request.path == prefix or request.path.startswith(prefix + "/")
+               for prefix in JSON_PREFIXES)
+
+
+def handle_http_error(error: HTTPException) -> tuple[Response | str, int, dict[str, str]]:
+    """Answer an HTTP error (an unexpected exception arrives as a 500) without a traceback."""
+    code = error.code or 500
+    headers = {name: value for name, value in error.get_headers() if name in _KEPT_HEADERS}
+    if wants_json():
+        # the shape flask-smorest gives its own errors, validation messages included
+        payload: dict[str, Any] = {"code": code, "status": error.name}
+        payload["message"] = error.description if code < 500 else "internal server error"
+        data = getattr(error, "data", None)
+        if isinstance(data, dict) and "messages" in data:
+            payload["errors"] = data["messages"]
+        return jsonify(payload), code, headers
+    title, line = _explain(error, code)
+    return render_template("errors/error.html", title=title, line=line, code=code), code, headers
+
+
+def _explain(error: HTTPException, code: int) -> tuple[str, str]:
+    if isinstance(error, CSRFError):
+        return (_("This form has expired"),
+                _("For your safety, forms work for a limited time. Go back, reload the page and "
+                  "try again."))
+    if code == 400:
+        return _("Something is wrong with this request"), _("Please go back and try again.")
+    if code == 404:
+        return _("Page not found"), _("There is no page at this address. Please check the link.")
+    if code == 405:
+        return (_("This page cannot be used that way"),
+                _("Please open the page from its link and use its buttons."))
+    if code == 429:
+        return (_("Too many requests"),
+                _("You have asked too often in a short time. Please wait an hour and try again."))
+    if code >= 500:
+        return (_("Something went wrong on our side"),
+                _("We could not finish your request. Please try again later."))
+    return error.name, _("Please go back and try again.")
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_error)

@@ -1,0 +1,330 @@
+"""The patron's pages: unsubscribe (and RFC 8058 one-click), preference center, "email me a link".
+
+No login: a signed link is the key. A GET or HEAD never changes anything, with one exception: a
+`Sec-GPC: 1` request to the preference center (see `preferences`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import force_locale, format_date, lazy_gettext
+from flask_babel import gettext as _
+from flask_wtf import FlaskForm
+from wtforms import EmailField, Field, RadioField, SelectChoice, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length
+
+from consent_service import runtime
+from consent_service.domain.addresses import InvalidEmailError, normalize_email
+from consent_service.domain.eligibility import Reason
+from consent_service.domain.evidence import link_evidence
+from consent_service.domain.ledger import Decision, Source
+from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims, LinkKind
+from consent_service.extensions import csrf, db, limiter
+from consent_service.models import Patron
+from consent_service.services.links import open_link
+from consent_service.services.preferences import (
+    EMAIL_ROW,
+    Describe,
+    PreferenceRow,
+    Preferences,
+    honour_gpc,
+    load_preferences,
+    save_preferences,
+    send_preference_links,
+)
+from consent_service.services.unsubscribe import (
+    FEEDBACK_TEXT_LIMIT,
+    open_unsubscribe_link,
+    save_unsubscribe_feedback,
+    unsubscribe,
+)
+from consent_service.web.i18n import current_language, set_switch_path, use_patron_language
+
+bp = Blueprint("public", __name__)
+
+GPC_LAST_UPDATE = "2026-11-29"  # when our GPC support last changed, for /.well-known/gpc.json
+
+_PURPOSE_TEXT = {
+    EMAIL_ROW: (lazy_gettext("All library email"),
+                lazy_gettext("Email about programs, services and events. Turning this off stops "
+                             "every topic below.")),
+    "postal_marketing": (lazy_gettext("Postal mail"),
+                         lazy_gettext("Letters and flyers about programs and services, sent to "
+                                      "your home address.")),
+    "photo_video": (lazy_gettext("Photos and video at library events"),
+                    lazy_gettext("Whether you may appear in photos or video the library takes at "
+                                 "its activities to show what it does.")),
+    "contact_update": (lazy_gettext("Keeping your contact details current"),
+                       lazy_gettext("Whether the library may send your name and address to a "
+                                    "company that updates them, for example after you move.")),
+    "third_party_modeling": (lazy_gettext("Sharing your data to reach more people"),
+                             lazy_gettext("Whether the library may send your data to a company "
+                                          "that builds models to help it reach people who might "
+                                          "use the library.")),
+}
+_TOPIC_TEXT = lazy_gettext("Email on this topic.")
+_REASON_TEXT = {
+    Reason.INACTIVE: lazy_gettext("Your library account is not active."),
+    Reason.NO_POSTAL_ADDRESS: lazy_gettext("We have no postal address for you."),
+    Reason.ADDRESS_UNDELIVERABLE: lazy_gettext(
+        "Email to your address cannot be delivered. Library staff can update it."),
+    Reason.ADDRESS_SUPPRESSED: lazy_gettext(
+        "Email to your address was stopped after it was reported as spam. Choose Yes to start it "
+        "again."),
+    Reason.GUARDIAN_CONSENT_REQUIRED: lazy_gettext("A parent or guardian has to agree first."),
+    Reason.NOT_OPTED_IN: lazy_gettext("Only if you say yes."),
+}
+_FEEDBACK_REASONS = [
+    SelectChoice("too_many", lazy_gettext("You send too much email")),
+    SelectChoice("not_relevant", lazy_gettext("The email is not interesting to me")),
+    SelectChoice("never_signed_up", lazy_gettext("I never asked for this email")),
+    SelectChoice("other", lazy_gettext("Another reason")),
+]
+
+
+class RequestLinkForm(FlaskForm):
+    email = EmailField(
+        lazy_gettext("Email address"),
+        filters=[lambda value: value.strip() if isinstance(value, str) else value],
+        validators=[DataRequired(message=lazy_gettext("Enter your email address."))],
+        render_kw={"autocomplete": "email"})
+
+
+class FeedbackForm(FlaskForm):
+    reason = RadioField(lazy_gettext("Why did you unsubscribe?"), choices=_FEEDBACK_REASONS,
+                        validators=[InputRequired(message=lazy_gettext("Choose a reason."))])
+    text = TextAreaField(lazy_gettext("Anything else you want to tell us (optional)"),
+                         validators=[Length(max=FEEDBACK_TEXT_LIMIT)],
+                         render_kw={"maxlength": FEEDBACK_TEXT_LIMIT, "rows": 4})
+
+
+@dataclass(frozen=True)
+class RowView:
+    """A preference row as the page shows it."""
+
+    row: PreferenceRow
+    label: str
+    description: str
+    status: str
+    note: str
+    field: Field | None
+
+
+def _evidence(claims: LinkClaims) -> dict[str, str]:
+    return link_evidence(request.remote_addr, request.user_agent.string, claims.token_id)
+
+
+def _preferences_url(patron: Patron) -> str:
+    token = runtime.context().signer.sign(LinkKind.PREFERENCES, patron.public_id)
+    return url_for("public.preferences", token=token)
+
+
+@bp.app_context_processor
+def _library() -> dict[str, Any]:
+    ctx = runtime.context()
+    return {"library_name": ctx.library_name, "library_postal_address": ctx.library_postal_address}
+
+
+@bp.errorhandler(InvalidLinkError)
+def bad_link(error: InvalidLinkError) -> ResponseReturnValue:
+    """A tampered, expired or wrong-kind link, or one for a patron we do not have: 400, nothing
+    recorded, and a way to get a new link by email."""
+    return render_template("public/link_problem.html", expired=isinstance(error, ExpiredLinkError),
+                           form=RequestLinkForm(formdata=None)), 400
+
+
+@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+@csrf.exempt
+def unsubscribe_page(token: str) -> ResponseReturnValue:
+    """GET/HEAD: what the link stops, one button; nothing changes (mail scanners fetch links).
+    POST: the opt-out, from the page's button or from a mail client's RFC 8058 one-click request
+    (`List-Unsubscribe=One-Click`, urlencoded or multipart, no cookies): no CSRF token is needed,
+    the answer is a 200 page and never a redirect, and repeating it changes nothing."""
+    ctx = runtime.context()
+    now = runtime.now()
+    link = open_unsubscribe_link(db.session, ctx, token, now=now)
+    use_patron_language(link.patron.preferred_language)
+    preferences_url = _preferences_url(link.patron)
+    if request.method != "POST":
+        return render_template("public/unsubscribe.html", link=link,
+                               preferences_url=preferences_url)
+    one_click = request.form.get("List-Unsubscribe") == "One-Click"
+    outcome = unsubscribe(db.session, ctx, link,
+                          source=Source.ONE_CLICK if one_click else Source.UNSUBSCRIBE_LINK,
+                          evidence=_evidence(link.claims), now=now)
+    return render_template("public/unsubscribed.html", link=link, since=outcome.since,
+                           form=FeedbackForm(formdata=None), preferences_url=preferences_url)
+
+
+@bp.post("/unsubscribe/<token>/feedback")
+def unsubscribe_feedback(token: str) -> ResponseReturnValue:
+    """The optional "tell us why" after unsubscribing (CSRF-protected: the confirmation page gave
+    the browser a session); stored beside the opt-out event."""
+    now = runtime.now()
+    link = open_unsubscribe_link(db.session, runtime.context(), token, now=now)
+    use_patron_language(link.patron.preferred_language)
+    set_switch_path(url_for("public.unsubscribe_page", token=token))
+    form = FeedbackForm()
+    preferences_url = _preferences_url(link.patron)
+    if not form.validate():
+        since = link.stopped.occurred_at if link.stopped else None
+        return render_template("public/unsubscribed.html", link=link, since=since, form=form,
+                               preferences_url=preferences_url), 400
+    save_unsubscribe_feedback(db.session, link, reason_code=form.reason.data,
+                              text=form.text.data or "", now=now)
+    return render_template("public/feedback_thanks.html", preferences_url=preferences_url)
+
+
+@bp.route("/preferences/<token>", methods=["GET", "POST"])
+def preferences(token: str) -> ResponseReturnValue:
+    """The preference center: every purpose the patron decides, what is in force and since when;
+    saving (CSRF-protected) records only what changed and emails a confirmation.
+
+    `Sec-GPC: 1` is honoured on a GET as well as on a save, though a GET changes nothing else:
+    Global Privacy Control is an opt-out signal that Colorado's Privacy Act requires to be honoured,
+    and it is a header the patron's own browser sends on purpose, not a mail scanner's fetch of a
+    link. It is recorded once per patron (source `gpc`), and the page says so. A HEAD records
+    nothing.
+    """
+    ctx = runtime.context()
+    now = runtime.now()
+    patron, claims = open_link(db.session, ctx, LinkKind.PREFERENCES, token, now=now)
+    use_patron_language(patron.preferred_language)
+    gpc = request.headers.get("Sec-GPC", "").strip() == "1" and request.method != "HEAD"
+    changes: list[PreferenceRow] | None = None
+    status = 200
+    if request.method == "POST":
+        form = _preferences_form(load_preferences(db.session, ctx, patron, now=now))
+        if form.validate():
+            wanted = {field.name: Decision(field.data) for field in form
+                      if isinstance(field, RadioField) and field.data}
+            changes = save_preferences(db.session, ctx, patron, wanted,
+                                       evidence=_evidence(claims), gpc=gpc, now=now,
+                                       describe=_describer(patron.preferred_language))
+        else:
+            status = 400
+    elif gpc:
+        honour_gpc(db.session, ctx, patron, evidence=_evidence(claims), now=now)
+    prefs = load_preferences(db.session, ctx, patron, now=now)
+    form = _preferences_form(prefs, fresh=changes is not None or request.method != "POST")
+    return render_template(
+        "public/preferences.html", prefs=prefs, form=form, rows=_row_views(prefs, form),
+        changes=[_change_text(row) for row in changes] if changes is not None else None,
+        gpc_signal=gpc, invalid=status == 400,
+    ), status
+
+
+@bp.route("/preferences", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["PREFERENCE_LINK_LIMIT_PER_CLIENT"], methods=["POST"])
+@limiter.limit(lambda: current_app.config["PREFERENCE_LINK_LIMIT_PER_ADDRESS"], methods=["POST"],
+               key_func=lambda: _address_limit_key())
+def request_link() -> ResponseReturnValue:
+    """Email me a link: the same answer whether or not the address is known (no account
+    enumeration); one message lists a preference link for each patron at the address. Limited per
+    client and per address; an address that cannot receive mail gets the form again (400)."""
+    form = RequestLinkForm()
+    if request.method != "POST":
+        return render_template("public/request_link.html", form=form)
+    if form.validate():
+        try:
+            send_preference_links(db.session, runtime.context(), form.email.data or "",
+                                  language=current_language(), now=runtime.now())
+        except InvalidEmailError:
+            form.email.errors = [_("Enter an email address like name@example.org.")]
+        else:
+            return render_template("public/link_sent.html")
+    return render_template("public/request_link.html", form=form), 400
+
+
+@bp.get("/.well-known/gpc.json")
+def gpc_support() -> ResponseReturnValue:
+    """Global Privacy Control support, as the GPC specification asks sites to declare it."""
+    return jsonify(gpc=True, lastUpdate=GPC_LAST_UPDATE)
+
+
+def _address_limit_key() -> str:
+    """The per-address rate-limit key: the address's keyed hash, so the limiter's store never holds
+    an address; text that is not an address is hashed as typed."""
+    raw = request.form.get("email", "")
+    try:
+        email = normalize_email(raw)
+    except InvalidEmailError:
+        email = raw.strip().lower()
+    return "address:" + runtime.context().address_key(email)
+
+
+def _preferences_form(prefs: Preferences, *, fresh: bool = False) -> FlaskForm:
+    """A form with one Yes/No question per row the patron may change; `fresh` shows what is in
+    force instead of what was posted."""
+
+    class PreferencesForm(FlaskForm):
+        pass
+
+    for row in prefs.rows:
+        if row.changeable:
+            setattr(PreferencesForm, row.key, RadioField(
+                _row_text(row)[0],
+                choices=[SelectChoice(Decision.OPT_IN.value, _("Yes")),
+                         SelectChoice(Decision.OPT_OUT.value, _("No"))],
+                default=row.choice.value))
+    return PreferencesForm(formdata=None) if fresh else PreferencesForm()
+
+
+def _row_text(row: PreferenceRow) -> tuple[str, str]:
+    if row.topic is not None:
+        return row.topic_name or row.topic, str(_TOPIC_TEXT)
+    label, description = _PURPOSE_TEXT[row.key]
+    return str(label), str(description)
+
+
+def _is_mail(row: PreferenceRow) -> bool:
+    return row.key == EMAIL_ROW or row.topic is not None or row.purpose == "postal_marketing"
+
+
+def _status(row: PreferenceRow) -> str:
+    mail = _is_mail(row)
+    if row.allowed:
+        text = _("You get this") if mail else _("Allowed")
+    else:
+        text = _("You don't get this") if mail else _("Not allowed")
+    if row.decided_at is not None and row.reason in (None, Reason.OPTED_OUT):
+        return _("%(status)s since %(date)s", status=text,
+                 date=format_date(row.decided_at, format="long"))
+    if row.allowed and row.decided_at is None:
+        return _("%(status)s (you have not told us otherwise)", status=text)
+    return text
+
+
+def _row_views(prefs: Preferences, form: FlaskForm) -> list[RowView]:
+    views = []
+    for row in prefs.rows:
+        label, description = _row_text(row)
+        note = str(_REASON_TEXT.get(row.reason, "")) if row.reason else ""
+        views.append(RowView(row, label, description, _status(row), note,
+                             getattr(form, row.key, None)))
+    return views
+
+
+def _change_text(row: PreferenceRow) -> dict[str, str]:
+    label = _row_text(row)[0]
+    if row.choice is Decision.OPT_IN:
+        decision = _("Yes, you get this") if _is_mail(row) else _("Yes, allowed")
+    else:
+        decision = _("No, you don't get this") if _is_mail(row) else _("No, not allowed")
+    return {"label": label, "decision_label": decision}
+
+
+def _describer(language: str) -> Describe:
+    """Label changes in the patron's language, for the confirmation email."""
+
+    def describe(rows: Sequence[PreferenceRow]) -> list[dict[str, str]]:
+        with force_locale(language):
+            return [_change_text(row) for row in rows]
+
+    return describe
+

@@ -1,0 +1,202 @@
+"""Migrations build the models' schema; CONSENT_* settings are read; unsafe production fails."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from consent_service import create_app
+from consent_service.config import DEV_ADDRESS_HASH_KEY, DEV_SECRET_KEY, UnsafeConfigError
+from consent_service.extensions import db
+from tests.conftest import app_config
+
+REAL_SECRET_KEY = "a-real-secret-key-of-forty-random-characters"
+REAL_ADDRESS_HASH_KEY = "a-real-address-hash-key-of-forty-characters"
+PRODUCTION = {
+    "CONSENT_ENV": "production",
+    "TESTING": True,
+    "SQLALCHEMY_DATABASE_URI": "sqlite://",
+    "SECRET_KEY": REAL_SECRET_KEY,
+    "ADDRESS_HASH_KEY": REAL_ADDRESS_HASH_KEY,
+    "PUBLIC_BASE_URL": "https://consent.library.example",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_consent_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings exported in the developer's shell must not change what these tests see."""
+    for name in list(os.environ):
+        if name.startswith("CONSENT_"):
+            monkeypatch.delenv(name)
+
+
+def flask_command(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    """Run `flask --app consent_service ARGS` as an operator would, against `database_url`."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    environment["CONSENT_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "consent_service", *args],
+        env=environment, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def unreachable_sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'no-such-directory' / 'consent.sqlite3'}"
+
+
+def unreachable_postgresql() -> str:
+    with socket.socket() as probe:  # a port nothing listens on: bound, then released
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"postgresql+psycopg://consent@127.0.0.1:{port}/consent"
+
+
+@pytest.fixture(scope="module")
+def upgraded_sqlite(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh SQLite file built by `flask db upgrade` alone."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('migrations') / 'consent.sqlite3'}"
+    upgrade = flask_command("db", "upgrade", database_url=url)
+    assert upgrade.returncode == 0, upgrade.stderr
+    return url
+
+
+def test_upgrade_on_a_fresh_database_builds_every_table_the_models_declare(upgraded_sqlite: str):
+    engine = create_engine(upgraded_sqlite)
+    try:
+        built = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    declared = set(db.metadata.tables)
+    missing, undeclared = declared - built, built - declared - {"alembic_version"}
+    assert (missing, undeclared) == (set(), set())
+
+
+def test_migrations_have_no_drift_from_the_models(upgraded_sqlite: str):
+    check = flask_command("db", "check", database_url=upgraded_sqlite)
+    assert check.returncode == 0, check.stderr
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+def test_production_starts_with_real_secrets_and_a_public_url():
+    app = create_app(PRODUCTION)
+    assert app.config["CONSENT_ENV"] == "production"
+    assert app.config["SECRET_KEY"] == REAL_SECRET_KEY
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "variable"),
+    [
+        ("SECRET_KEY", DEV_SECRET_KEY, "CONSENT_SECRET_KEY"),
+        ("SECRET_KEY", "too-short", "CONSENT_SECRET_KEY"),
+        ("ADDRESS_HASH_KEY", DEV_ADDRESS_HASH_KEY, "CONSENT_ADDRESS_HASH_KEY"),
+        ("ADDRESS_HASH_KEY", "too-short", "CONSENT_ADDRESS_HASH_KEY"),
+        ("PUBLIC_BASE_URL", "http://127.0.0.1:5000", "CONSENT_PUBLIC_BASE_URL"),
+        ("PUBLIC_BASE_URL", "http://consent.library.example", "CONSENT_PUBLIC_BASE_URL"),
+    ],
+)
+def test_production_refuses_to_start_and_names_the_setting_to_fix(setting: str, value: str,
+                                                                  variable: str):
+    with pytest.raises(UnsafeConfigError, match=variable):
+        create_app({**PRODUCTION, setting: value})
+
+
+def test_production_from_the_environment_alone_refuses_the_development_secret_key(
+        monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CONSENT_ENV", "production")
+    with pytest.raises(UnsafeConfigError, match="CONSENT_SECRET_KEY"):
+        create_app()
+
+
+def test_settings_are_read_from_consent_environment_variables(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path):
+    database_url = f"sqlite:///{tmp_path / 'library.sqlite3'}"
+    monkeypatch.setenv("CONSENT_ENV", "production")
+    monkeypatch.setenv("CONSENT_DATABASE_URL", database_url)
+    monkeypatch.setenv("CONSENT_SECRET_KEY", REAL_SECRET_KEY)
+    monkeypatch.setenv("CONSENT_SECRET_KEY_FALLBACKS", "retired-key-one,retired-key-two")
+    monkeypatch.setenv("CONSENT_ADDRESS_HASH_KEY", REAL_ADDRESS_HASH_KEY)
+    monkeypatch.setenv("CONSENT_PUBLIC_BASE_URL", "https://consent.library.example/")
+    monkeypatch.setenv("CONSENT_MAIL_BACKEND", "memory")
+    monkeypatch.setenv("CONSENT_SENDGRID_WEBHOOK_MAX_AGE", "600")
+
+    config = create_app().config
+
+    assert config["SQLALCHEMY_DATABASE_URI"] == database_url
+    assert config["SECRET_KEY"] == REAL_SECRET_KEY
+    assert config["SECRET_KEY_FALLBACKS"] == ["retired-key-one", "retired-key-two"]
+    assert config["ADDRESS_HASH_KEY"] == REAL_ADDRESS_HASH_KEY
+    assert config["PUBLIC_BASE_URL"] == "https://consent.library.example"
+    assert config["MAIL_BACKEND"] == "memory"
+    assert config["SENDGRID_WEBHOOK_MAX_AGE"] == 600
+
+
+@pytest.mark.parametrize("variable",
+                         ["CONSENT_SENDGRID_WEBHOOK_MAX_AGE", "CONSENT_LINK_DAYS_GUARDIAN"])
+def test_a_malformed_number_is_refused_in_one_line_naming_its_variable(
+        monkeypatch: pytest.MonkeyPatch, variable: str):
+    monkeypatch.setenv(variable, "two days")
+    with pytest.raises(UnsafeConfigError) as refused:
+        create_app()
+    message = str(refused.value)
+    assert variable in message
+    assert "'two days'" in message
+    assert "\n" not in message
+
+
+def test_health_and_readiness_answer_ok_when_the_database_answers(client):
+    health = client.get("/healthz")
+    ready = client.get("/readyz")
+    assert (health.status_code, health.get_json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.get_json()) == (200, {"status": "ok"})
+
+
+def test_readiness_answers_503_with_a_reason_when_the_database_is_unreachable(tmp_path: Path):
+    app = create_app(app_config(tmp_path, SQLALCHEMY_DATABASE_URI=unreachable_sqlite(tmp_path)))
+    client = app.test_client()
+
+    ready = client.get("/readyz")
+    alive = client.get("/healthz")
+
+    assert ready.status_code == 503
+    assert ready.get_json() == {"status": "unavailable", "reason": "database unreachable"}
+    assert alive.status_code == 200
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("command", "database"),
+    [
+        (("patrons", "show", "NOPE"), "sqlite"),
+        (("patrons", "show", "NOPE"), "postgresql"),
+        (("export", "contacts", "--purpose", "email_marketing"), "sqlite"),
+    ],
+)
+def test_a_command_against_an_unreachable_database_fails_in_one_line_without_a_traceback(
+        tmp_path: Path, command: tuple[str, ...], database: str):
+    url = unreachable_sqlite(tmp_path) if database == "sqlite" else unreachable_postgresql()
+
+    result = flask_command(*command, database_url=url)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: database unreachable or not ready: ")
+
+
+def test_the_flask_command_reports_a_malformed_setting_in_one_line(tmp_path: Path):
+    env = {**os.environ, "CONSENT_SENDGRID_WEBHOOK_MAX_AGE": "two days",
+           "CONSENT_DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "consent_service", "patrons", "show", "1"],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == ("Error: CONSENT_SENDGRID_WEBHOOK_MAX_AGE must be a whole number, "
+                                   "not 'two days'")
