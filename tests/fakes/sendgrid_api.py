@@ -30,7 +30,9 @@ from jsonschema.protocols import Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-DEFAULT_SPEC_DIR = Path(os.environ.get("SENDGRID_OPENAPI_DIR", "/work/shared/sendgrid-openapi"))
+# The team's shared folder sits beside the checkout (../shared), in development and in CI alike.
+DEFAULT_SPEC_DIR = Path(os.environ.get(
+    "SENDGRID_OPENAPI_DIR", Path(__file__).resolve().parents[3] / "shared" / "sendgrid-openapi"))
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
