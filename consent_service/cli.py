@@ -79,10 +79,16 @@ def _progress(path: Path, label: str) -> Iterator[Callable[[], None]]:
         yield lambda: bar.update(1)
 
 
-def _echo_report(report: Any) -> None:
+def _run_import(importer: Callable[..., Any], file: Path, skip_invalid: bool, label: str) -> None:
+    """Run a CSV import with a progress bar; print each problem with its line, then the summary."""
+    with _progress(file, label) as tick:
+        report = importer(db.session, runtime.context(), file, now=runtime.now(),
+                          skip_invalid=skip_invalid, on_row=tick)
     for problem in report.problems:
         click.echo(f"line {problem.line}: {problem.message}", err=True)
     click.echo(report.summary())
+    if report.problems and not skip_invalid:
+        raise click.ClickException(f"{len(report.problems)} invalid row(s); nothing was written")
 
 
 @patrons.command("import")
@@ -93,12 +99,7 @@ def patrons_import(file: Path, skip_invalid: bool) -> None:
     decision. Atomic unless --skip-invalid: any bad row and nothing is written."""
     from consent_service.services.patron_import import import_patrons
 
-    with _progress(file, "Importing patrons") as tick:
-        report = import_patrons(db.session, runtime.context(), file, now=runtime.now(),
-                                skip_invalid=skip_invalid, on_row=tick)
-    _echo_report(report)
-    if report.problems and not skip_invalid:
-        raise click.ClickException(f"{len(report.problems)} invalid row(s); nothing was written")
+    _run_import(import_patrons, file, skip_invalid, "Importing patrons")
 
 
 @patrons.command("show")
@@ -107,7 +108,7 @@ def patrons_show(card: str) -> None:
     """Print one patron as JSON: public id, decisions in force, eligibility per purpose and topic."""
     from consent_service.services.patrons import describe_patron
 
-    click.echo(json.dumps(describe_patron(db.session, runtime.context(), card, today=runtime.now().date()),
+    click.echo(json.dumps(describe_patron(db.session, runtime.context(), card, now=runtime.now()),
                           indent=2, ensure_ascii=False))
 
 
@@ -118,12 +119,7 @@ def consents_import(file: Path, skip_invalid: bool) -> None:
     """Record historic decisions (paper forms, a previous system), keeping their time, source and actor."""
     from consent_service.services.consent_import import import_consents
 
-    with _progress(file, "Importing decisions") as tick:
-        report = import_consents(db.session, runtime.context(), file, now=runtime.now(),
-                                 skip_invalid=skip_invalid, on_row=tick)
-    _echo_report(report)
-    if report.problems and not skip_invalid:
-        raise click.ClickException(f"{len(report.problems)} invalid row(s); nothing was written")
+    _run_import(import_consents, file, skip_invalid, "Importing decisions")
 
 
 @topics.command("add")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from consent_service.domain.addresses import address_key
 from consent_service.domain.guardians import GuardianSettings
@@ -26,6 +28,10 @@ class ServiceContext:
 
     def address_key(self, normalized_email: str) -> str:
         return address_key(self.address_secret, normalized_email)
+
+    def today(self, now: datetime) -> date:
+        """The library's date at `now`: ages and eligibility are judged on it, not on UTC's date."""
+        return now.astimezone(ZoneInfo(self.timezone)).date()
 
     def link(self, kind: LinkKind, patron_public_id: str, topic: str | None = None,
              ref: str | None = None) -> str:

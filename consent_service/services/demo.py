@@ -62,7 +62,7 @@ def load_demo(session: Session, ctx: ServiceContext, *, now: datetime) -> list[s
                     "vendors that keep contact data current, parental consent for children."))
     with tempfile.TemporaryDirectory() as folder:
         csv_path = Path(folder) / "demo-patrons.csv"
-        csv_path.write_text(_patrons_csv(now.date()), encoding="utf-8")
+        csv_path.write_text(_patrons_csv(ctx.today(now)), encoding="utf-8")
         import_patrons(session, ctx, csv_path, now=now, skip_invalid=False)
     demo_ids = select(Patron.id).where(Patron.card_number.like("D00000%"))
     if session.scalar(select(ConsentEvent.id).where(ConsentEvent.patron_id.in_(demo_ids)).limit(1)) is None:

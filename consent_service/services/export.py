@@ -13,7 +13,6 @@ from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Row, Select, null, select, tuple_
 from sqlalchemy.orm import Session
@@ -77,7 +76,7 @@ def export_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topi
     """
     chosen = ctx.catalog.get(purpose)
     topic_key = checked_topic(session, chosen.key, chosen.has_topics, topic) or None
-    today = require_aware(now, "now").astimezone(ZoneInfo(ctx.timezone)).date()
+    today = ctx.today(require_aware(now, "now"))
     by_email = chosen.channel is Channel.EMAIL
 
     left_out: Counter[str] = Counter()

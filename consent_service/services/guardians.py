@@ -48,7 +48,6 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from babel.dates import format_date
 from sqlalchemy import or_, select
@@ -77,7 +76,6 @@ from consent_service.models import FamilyRequest, GuardianLink, GuardianRequest,
 from consent_service.services import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.patrons import find_by_card
-from consent_service.services.preferences import library_today
 from consent_service.services.standing import Standing, load_standings
 
 NOTICE_VERSION = "guardian-2026-11"  # the wording of the notice and pages; change it with them
@@ -135,7 +133,7 @@ def child_choices(session: Session, ctx: ServiceContext, child: Patron, *,
                   now: datetime) -> ChildChoices:
     """What a guardian decides for `child` today, each with the decision in force on the child's
     record; for a teen under 17 also what the teen decides now. Nothing for 17 and older."""
-    today = library_today(ctx, now)
+    today = ctx.today(now)
     age = age_on(child.birth_date, today) if child.birth_date else None
     standing = load_standings(session, [child])[child.id]
     method = ctx.guardians.vendor_method
@@ -235,7 +233,7 @@ def needs_guardian_request(session: Session, ctx: ServiceContext, child: Patron,
     an active minor under 17 whose card has no guardian permission in force."""
     if child.status != "active" or child.birth_date is None:
         return False
-    today = library_today(ctx, now)
+    today = ctx.today(now)
     age = age_on(child.birth_date, today)
     if age < CHILD_AGE:
         return True
@@ -310,7 +308,7 @@ def family_url(ctx: ServiceContext, link: GuardianLink) -> str:
 
 
 def _local_date(ctx: ServiceContext, at: datetime, language: str) -> str:
-    day = at.astimezone(ZoneInfo(ctx.timezone)).date()
+    day = ctx.today(at)
     return format_date(day, format="long", locale=template_language(language))
 
 
@@ -637,7 +635,7 @@ def guardian_link_for_card(session: Session, ctx: ServiceContext, child_card: st
                 (GuardianRequest.status == "pending") & (GuardianRequest.expires_at > now)))
         .order_by(GuardianRequest.created_at.desc(), GuardianRequest.id.desc()).limit(1))
     if latest is not None and guardian_purposes(ctx.catalog, child.birth_date,
-                                                library_today(ctx, now)):
+                                                ctx.today(now)):
         return guardian_url(ctx, latest, child)
     if not needs_guardian_request(session, ctx, child, now=now):
         raise GuardianError(f"patron {child.card_number} needs no guardian's consent")
@@ -666,7 +664,7 @@ def remind_guardians(session: Session, ctx: ServiceContext, *, now: datetime) ->
         child = session.get(Patron, request.child_id)
         link = session.get(GuardianLink, request.guardian_link_id)
         if child is None or link is None or not guardian_purposes(
-                ctx.catalog, child.birth_date, library_today(ctx, now)):
+                ctx.catalog, child.birth_date, ctx.today(now)):
             continue
         _queue_notice(session, ctx, request, child, link, now=now, reminder=True)
         request.last_sent_at = now
@@ -773,7 +771,7 @@ def record_id_check(session: Session, ctx: ServiceContext, child_card: str, *, g
     if not staff.strip():
         raise GuardianError("say which staff member checked the ID (--staff)")
     child = find_by_card(session, child_card)
-    deciding = guardian_purposes(ctx.catalog, child.birth_date, library_today(ctx, now))
+    deciding = guardian_purposes(ctx.catalog, child.birth_date, ctx.today(now))
     if purpose not in {p.key for p in deciding}:
         raise GuardianError(f"patron {child.card_number} is not under 13: sharing with vendors "
                             "is not a guardian's decision")

@@ -91,7 +91,7 @@ def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: da
     named = {row.values.get(column, "") for row in csv_rows
              for column in ("card_number", "guardian_card_number")}
     stored = _stored_patrons(session, named - {""})
-    rows = [_parse(row, ctx, now.date(), stored) for row in csv_rows]
+    rows = [_parse(row, ctx, ctx.today(now), stored) for row in csv_rows]
     first_by_card = _reject_repeated_cards(rows)
     _reject_unknown_guardians(rows, first_by_card, stored)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -38,11 +38,12 @@ def _decisions(scope: str, state: dict[Key, Ruling]) -> list[dict[str, Any]]:
 
 
 def describe_patron(session: Session, ctx: ServiceContext, card_number: str, *,
-                    today: date) -> dict[str, Any]:
+                    now: datetime) -> dict[str, Any]:
     """What staff and other systems may know of a patron's consents: the opaque id, status and age,
     the decisions in force (on the patron's record, and on their email address whoever made them),
     and eligibility for every purpose and every email topic. No name, address or card number."""
     patron = find_by_card(session, card_number)
+    today = ctx.today(now)
     standing = load_standings(session, [patron])[patron.id]
     topics = list(session.scalars(select(Topic.key).order_by(Topic.key)))
     eligibility = []

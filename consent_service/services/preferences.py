@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -70,18 +69,13 @@ class Preferences:
 Describe = Callable[[Sequence[PreferenceRow]], list[dict[str, str]]]
 
 
-def library_today(ctx: ServiceContext, now: datetime) -> date:
-    """The library's date at `now` (ages and eligibility are judged on it)."""
-    return now.astimezone(ZoneInfo(ctx.timezone)).date()
-
-
 def load_preferences(session: Session, ctx: ServiceContext, patron: Patron, *,
                      now: datetime) -> Preferences:
     """What the patron decides here: all library email and each email topic (when we have an email
     address for them), postal mail, photos and video, and the two kinds of vendor sharing. The
     purposes only a guardian decides (a child's online services and programs, a minor's card) are
     left to the guardian's page."""
-    today = library_today(ctx, now)
+    today = ctx.today(now)
     return Preferences(
         patron=patron,
         child=_is_child(patron, today),
@@ -121,7 +115,7 @@ def save_preferences(session: Session, ctx: ServiceContext, patron: Patron,
     `preferences_saved` message listing them (`describe` labels them in the patron's language) is
     queued.
     """
-    today = library_today(ctx, now)
+    today = ctx.today(now)
     child = _is_child(patron, today)
     before = {row.key: row for row in _rows(session, ctx, patron, today)}  # what the page showed
     if gpc:
