@@ -14,6 +14,7 @@ from consent_service.domain.tokens import LinkKind
 from consent_service.models import ConsentEvent, Patron, PolicyVersion
 from consent_service.services import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
+from consent_service.services.guardians import guardian_link_for_card
 from consent_service.services.patron_import import import_patrons
 from consent_service.services.topics import add_topic
 
@@ -82,6 +83,9 @@ def load_demo(session: Session, ctx: ServiceContext, *, now: datetime) -> list[s
         f"  {ctx.public_base_url}/healthz",
         f"  unsubscribe (Ana, events): {ctx.link(LinkKind.UNSUBSCRIBE, ana.public_id, 'events')}",
         f"  preferences (Sam):         {ctx.link(LinkKind.PREFERENCES, sam.public_id)}",
+        f"  guardian page (Sam, for Milo): {guardian_link_for_card(session, ctx, 'D0000004', now=now)}",
+        "Mail the service sends (guardian notices for Milo and Lena, confirmations) is written as .eml",
+        "files to the mail folder (CONSENT_MAIL_FILE_DIR, by default instance/mail/).",
         "",
         "Try:",
         "  flask --app consent_service patrons show D0000004",
