@@ -57,8 +57,13 @@ class LinkSigner:
         self._keys = list(secret_keys)
         self._lifetimes = {kind: lifetimes_days.get(kind, DEFAULT_LIFETIMES_DAYS[kind]) for kind in LinkKind}
 
+        self._serializers = {
+            kind: URLSafeTimedSerializer(self._keys, salt=f"consent-service.{kind.value}-link")
+            for kind in LinkKind
+        }  # one per kind, built once: an export signs two links per row
+
     def _serializer(self, kind: LinkKind) -> URLSafeTimedSerializer:
-        return URLSafeTimedSerializer(self._keys, salt=f"consent-service.{kind.value}-link")
+        return self._serializers[kind]
 
     def sign(self, kind: LinkKind, patron_id: str, topic: str | None = None,
              ref: str | None = None) -> str:
