@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +20,8 @@ from consent_service.models import (
     PatronDecision,
     UndeliverableAddress,
 )
+
+_T = TypeVar("_T")
 
 
 class PatronLike(Protocol):
@@ -53,13 +55,23 @@ def _ruling(row: PatronDecision | AddressDecision) -> Ruling:
     return Ruling(Decision(row.decision), row.occurred_at, Actor(row.actor), str(row.event_id))
 
 
+def _padded(values: list[_T]) -> list[_T]:
+    """The values, with the last repeated up to a power-of-two length. Each length of an `IN` list is
+    a different SQL statement, and SQLite keeps every statement it has prepared (up to 128 per
+    connection): padding keeps a long export to a dozen statements, so its memory stays flat."""
+    if not values:
+        return values
+    size = 1 << (len(values) - 1).bit_length()
+    return values + [values[-1]] * (size - len(values))
+
+
 def load_standings(session: Session, patrons: Iterable[PatronLike],
                    purposes: Collection[str] | None = None) -> dict[int, Standing]:
     """The standing of each patron, by patron id, in four queries whatever the batch size (keep
     batches to a few thousand). `purposes` limits the decisions loaded to those purposes."""
     patrons = list(patrons)
-    ids = [p.id for p in patrons]
-    keys = sorted({p.address_key for p in patrons if p.address_key})
+    ids = _padded([p.id for p in patrons])
+    keys = _padded(sorted({p.address_key for p in patrons if p.address_key}))
 
     own: dict[int, dict[Key, Ruling]] = defaultdict(dict)
     query = select(PatronDecision).where(PatronDecision.patron_id.in_(ids))
