@@ -3,6 +3,7 @@ is set (the schema is built once by the migrations, and every table is emptied a
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
@@ -75,12 +76,16 @@ def app_config(tmp_path: Any, **overrides: Any) -> dict[str, Any]:
 
 
 class ClosingClient(FlaskClient):
-    """A test client that closes each response as a WSGI server does, so what runs on close (mail
-    queued by the request, sent from `response.call_on_close`) has run when a call returns."""
+    """A test client that serves each request as production does: in its own application context
+    (the `session` fixture holds one open for the whole test, and a request made inside it would
+    reuse it, carrying `g` — the CSRF token, the chosen language, the outbox's mark — from one request
+    to the next), and closing the response as a WSGI server does, so what runs on close (mail sent
+    from `response.call_on_close`) has run when the call returns. The test's own session sees the
+    committed result once it expires what it holds."""
 
     def open(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("buffered", True)
-        return super().open(*args, **kwargs)
+        return contextvars.Context().run(super().open, *args, **kwargs)
 
 
 @pytest.fixture

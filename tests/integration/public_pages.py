@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextvars
 import re
 from datetime import UTC, datetime
 from html import unescape
 from html.parser import HTMLParser
 
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -19,26 +17,6 @@ from consent_service.models import ConsentEvent, Patron
 from consent_service.services import ServiceContext
 
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)  # every link signed today has expired by then
-
-
-class BrowserClient(FlaskClient):
-    """A test client whose every request runs in its own application context, as in production.
-
-    The `session` fixture keeps one application context open for the whole test, and a request
-    made inside it reuses it, so `g` would carry over from one request to the next: the cached
-    CSRF token (a second client's form would fail), the chosen language (a language test could
-    not fail), the outbox's "send after this request" mark. Running each request in an empty
-    `contextvars.Context` gives it a fresh context; the test's own session sees the committed
-    result (helpers here expire it before reading).
-    """
-
-    def open(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-        return contextvars.Context().run(super().open, *args, **kwargs)
-
-
-def browser_app(app: Flask) -> Flask:
-    app.test_client_class = BrowserClient
-    return app
 
 
 def link_token(ctx: ServiceContext, kind: LinkKind, patron: Patron | str,

@@ -9,12 +9,12 @@ from sqlalchemy import select
 
 from consent_service.models import OutboxMessage
 from tests.conftest import NOW
-from tests.integration.public_pages import browser_app, csrf_token, main_text, sent_mail
+from tests.integration.public_pages import csrf_token, main_text, sent_mail
 
 
 @pytest.fixture
 def app(app_factory):
-    return browser_app(app_factory(CLOCK=lambda: NOW))
+    return app_factory(CLOCK=lambda: NOW)
 
 
 def ask(client, email, *, ip="198.51.100.7", buffered=True):

@@ -16,7 +16,6 @@ from consent_service.services.standing import load_standings
 from tests.conftest import NOW
 from tests.integration.public_pages import (
     FAR_FUTURE,
-    browser_app,
     events,
     form_values,
     ledger_count,
@@ -31,7 +30,7 @@ LATER = NOW + timedelta(days=3)
 
 @pytest.fixture
 def app(app_factory):
-    return browser_app(app_factory(CLOCK=lambda: NOW))
+    return app_factory(CLOCK=lambda: NOW)
 
 
 @pytest.fixture

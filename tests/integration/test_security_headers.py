@@ -9,7 +9,7 @@ import pytest
 from consent_service.domain.tokens import LinkKind
 from consent_service.web.security import CONTENT_SECURITY_POLICY
 from tests.conftest import NOW
-from tests.integration.public_pages import browser_app, csrf_token, link_token, main_text
+from tests.integration.public_pages import csrf_token, link_token, main_text
 
 CSP = ("default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
        "object-src 'none'")
@@ -17,7 +17,7 @@ CSP = ("default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri
 
 @pytest.fixture
 def app(app_factory):
-    return browser_app(app_factory(CLOCK=lambda: NOW))
+    return app_factory(CLOCK=lambda: NOW)
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_a_wrong_method_gets_a_405_page_that_names_the_allowed_ones(client, ctx,
 
 
 def test_an_unexpected_failure_gets_a_500_page_without_a_traceback(app_factory):
-    app = browser_app(app_factory(PROPAGATE_EXCEPTIONS=False))
+    app = app_factory(PROPAGATE_EXCEPTIONS=False)
 
     def broken() -> str:
         raise RuntimeError("secret detail: database password is hunter2")

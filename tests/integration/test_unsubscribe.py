@@ -18,7 +18,6 @@ from consent_service.services.standing import load_standings
 from tests.conftest import NOW
 from tests.integration.public_pages import (
     FAR_FUTURE,
-    browser_app,
     csrf_token,
     events,
     ledger_count,
@@ -32,7 +31,7 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 @pytest.fixture
 def app(app_factory):
-    return browser_app(app_factory(CLOCK=lambda: NOW))
+    return app_factory(CLOCK=lambda: NOW)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from consent_service.models import Topic
 from tests.conftest import NOW
 from tests.integration.guardians.helpers import CHILD_BORN, Clock
-from tests.integration.public_pages import browser_app
 
 
 @pytest.fixture
@@ -22,7 +21,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def app(app_factory, clock) -> Flask:  # type: ignore[no-untyped-def]
-    return browser_app(app_factory(CLOCK=clock))
+    return app_factory(CLOCK=clock)
 
 
 @pytest.fixture
@@ -37,7 +36,7 @@ def topics(session: Session) -> list[str]:
 def id_check_app(app_factory, clock) -> Flask:  # type: ignore[no-untyped-def]
     """An app where vendor sharing for a child needs an ID check. Use it without the `session`
     fixture: a CLI runner inside another app's context runs its commands on that app."""
-    return browser_app(app_factory(CLOCK=clock, GUARDIAN_VENDOR_METHOD="id_check"))
+    return app_factory(CLOCK=clock, GUARDIAN_VENDOR_METHOD="id_check")
 
 
 @pytest.fixture
