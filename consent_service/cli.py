@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 from flask import Flask, current_app, has_app_context
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from consent_service import runtime
@@ -333,6 +333,7 @@ def sendgrid_failures() -> None:
 
 
 @click.command("worker")
+@with_appcontext
 @click.option("--idle-seconds", type=float, default=5.0, show_default=True,
               help="How long to wait after a round that found nothing to do.")
 @click.option("--once", is_flag=True, help="Run one round, then exit (for cron or a check).")
@@ -368,6 +369,7 @@ def worker(idle_seconds: float, once: bool) -> None:
 
 
 @click.command("demo")
+@with_appcontext
 def demo() -> None:
     """Create the database if needed and load demo patrons, topics and decisions that show the rules."""
     from flask_migrate import upgrade
