@@ -12,12 +12,15 @@ The rules. Ages are whole years on the library's day (America/Denver), computed 
   the day (`domain.guardians.guardian_purposes`). Under 13: the child's online services, programs,
   card, email (one tick per email topic, offered only when the child has an email address), postal
   mail, photos and video, and, apart, each kind of sharing with vendors. From 13 to 16: the card.
-- Ticked is an opt-in. Unticked is recorded as an explicit opt-out: for a child these purposes are
-  not allowed until a guardian opts in, so the opt-out changes nothing for the child, but the ledger
-  then shows the guardian's whole answer, not just half of it. Except email: an email decision
-  belongs to the address, which a child often shares with a parent, so an unticked email box
-  records an opt-out only when it withdraws a guardian's opt-in in force for the child; otherwise
-  it records nothing (the child gets no email without a guardian's opt-in anyway).
+- What an answer records: only what the guardian deliberately changed on a page that showed what
+  is in force. Every page (the request page, each child on the family page) shows a box ticked
+  exactly when a guardian's opt-in is in force for the child, and carries what it showed (the
+  form's `shown` field). On saving, a box left as it was shown records nothing; ticking a box
+  shown unticked records an opt-in; unticking a box shown ticked records an opt-out (a withdrawal).
+  A change that is already in force when the answer arrives (another guardian made it meanwhile)
+  records nothing. So an untouched box never revokes anything: a reminder, a second guardian or a
+  re-sent request cannot wipe an earlier yes, and a page opened before another guardian's change
+  cannot undo that change. A form without `shown` is compared with what is in force now.
 - Vendor sharing for a child under 13 needs its own tick (CONSENT_GUARDIAN_VENDOR_METHOD
   `separate_tick`, the default) or, with `id_check`, staff checking the guardian's ID in person
   (`record_id_check`; a CLI command until staff pages exist). With `id_check` the pages do not
@@ -193,20 +196,19 @@ class DecisionLine:
 
 
 def _decide(session: Session, ctx: ServiceContext, child: Patron, link: GuardianLink,
-            choices: Iterable[Choice], ticked: Collection[str], *, source: Source,
-            evidence: Mapping[str, str], now: datetime, changes_only: bool) -> list[DecisionLine]:
-    """Record the guardian's decision on each offered choice (see the module's rules on unticked
-    boxes; vendor sharing awaiting an ID check is not offered); with `changes_only`, only where the
-    tick differs from what is in force."""
+            choices: Iterable[Choice], ticked: Collection[str], shown: Collection[str] | None, *,
+            source: Source, evidence: Mapping[str, str], now: datetime) -> list[DecisionLine]:
+    """Record the guardian's decision on each offered choice whose tick differs both from what the
+    page showed (`shown`: the keys it showed ticked; None: what is in force now) and from what is in
+    force now (see the module's rules; vendor sharing awaiting an ID check is not offered)."""
     lines = []
     for choice in choices:
         if not choice.offered:
             continue
         wanted = choice.key in ticked
-        if changes_only and wanted == choice.given:
+        was_shown = choice.key in shown if shown is not None else choice.given
+        if wanted == was_shown or wanted == choice.given:
             continue
-        if not wanted and choice.purpose == EMAIL_PURPOSE and not choice.given:
-            continue  # an address-wide opt-out would stop email for everyone at the address
         decision = Decision.OPT_IN if wanted else Decision.OPT_OUT
         record_decision(session, ctx, DecisionRequest(
             purpose=choice.purpose, topic=choice.topic, decision=decision, source=source,
@@ -214,6 +216,15 @@ def _decide(session: Session, ctx: ServiceContext, child: Patron, link: Guardian
             evidence=evidence), now=now)
         lines.append(DecisionLine(choice.purpose, choice.topic, choice.topic_name, decision))
     return lines
+
+
+def _in_force(choices: Iterable[Choice], lines: Sequence[DecisionLine]) -> list[DecisionLine]:
+    """Every offered choice as it stands after `lines` were recorded: a guardian's full answer."""
+    made = {(line.purpose, line.topic): line.decision for line in lines}
+    return [DecisionLine(choice.purpose, choice.topic, choice.topic_name,
+                         made.get((choice.purpose, choice.topic),
+                                  Decision.OPT_IN if choice.given else Decision.OPT_OUT))
+            for choice in choices if choice.offered]
 
 
 # -- the request and its notice -----------------------------------------------------------------
@@ -428,16 +439,18 @@ def guardian_page_choices(ctx: ServiceContext, view: ChildChoices) -> list[Choic
 
 
 def answer_guardian_request(session: Session, ctx: ServiceContext, opened: OpenRequest,
-                            ticked: Collection[str], *, typed_name: str, confirmed: bool,
-                            evidence: Mapping[str, str], now: datetime) -> list[DecisionLine]:
+                            ticked: Collection[str], shown: Collection[str] | None, *,
+                            typed_name: str, confirmed: bool, evidence: Mapping[str, str],
+                            now: datetime) -> list[DecisionLine]:
     """Record a guardian's answer, queue the confirmation email, and commit once.
 
     Needs the confirmation tick ("I am this child's parent or legal guardian") and a typed name
-    (GuardianError otherwise, nothing recorded). Every box the page offered is recorded: ticked as
-    an opt-in, unticked as an opt-out (email: see the module's rules), as the guardian's decision
-    (method email_plus, with the notice version, typed name, confirmation, request and guardian
-    link ids). The request is then answered; answering again records a change. Returns the
-    decisions, which the confirmation email lists; none when the child needs no guardian now.
+    (GuardianError otherwise, nothing recorded). Records what the guardian changed against what the
+    page showed (`shown`; see the module's rules), as the guardian's decision (method email_plus,
+    with the notice version, typed name, confirmation, request and guardian link ids); an answer
+    that changes nothing records nothing in the ledger. The request is then answered; answering
+    again records a change. Returns every choice the page offered as it now stands, which the page
+    and the confirmation email list; none when the child needs no guardian now.
     """
     name = " ".join(typed_name.split())[:TYPED_NAME_LIMIT]
     if not confirmed or not name:
@@ -450,8 +463,9 @@ def answer_guardian_request(session: Session, ctx: ServiceContext, opened: OpenR
     proof = {**evidence, "method": "email_plus", "notice_version": request.notice_version,
              "typed_name": name, "confirmed_guardian": "yes", "guardian_link": link.public_id,
              "request": request.public_id}
-    lines = _decide(session, ctx, child, link, choices, ticked, source=Source.GUARDIAN_PAGE,
-                    evidence=proof, now=now, changes_only=False)
+    made = _decide(session, ctx, child, link, choices, ticked, shown,
+                   source=Source.GUARDIAN_PAGE, evidence=proof, now=now)
+    lines = _in_force(choices, made)
     _mark_answered(session, child, link, now)
     request.status = "answered"
     request.answered_at = now
@@ -524,12 +538,13 @@ def _family_child(session: Session, family: Family,
 
 
 def change_family_decisions(session: Session, ctx: ServiceContext, family: Family,
-                            child_public_id: str, ticked: Collection[str], *,
-                            evidence: Mapping[str, str], now: datetime
-                            ) -> tuple[Patron, list[DecisionLine]]:
-    """Record what a guardian changed for one of their children on the family page (only boxes
-    whose tick differs from what is in force), answer their pending request for the child, queue
-    a confirmation to the guardian's address when something changed, and commit.
+                            child_public_id: str, ticked: Collection[str],
+                            shown: Collection[str] | None, *, evidence: Mapping[str, str],
+                            now: datetime) -> tuple[Patron, list[DecisionLine]]:
+    """Record what a guardian changed for one of their children on the family page (boxes whose
+    tick differs from what the page showed, `shown`, and from what is in force; see the module's
+    rules), answer their pending request for the child, queue a confirmation to the guardian's
+    address when something changed, and commit.
 
     :raise NotYourChildError: for a child not linked to this guardian; nothing is recorded.
     """
@@ -537,8 +552,8 @@ def change_family_decisions(session: Session, ctx: ServiceContext, family: Famil
     view = child_choices(session, ctx, child, now=now)
     proof = {**evidence, "method": "email_plus", "notice_version": NOTICE_VERSION,
              "guardian_link": link.public_id, "page": "family"}
-    lines = _decide(session, ctx, child, link, view.choices, ticked, source=Source.GUARDIAN_PAGE,
-                    evidence=proof, now=now, changes_only=True)
+    lines = _decide(session, ctx, child, link, view.choices, ticked, shown,
+                    source=Source.GUARDIAN_PAGE, evidence=proof, now=now)
     if lines:
         _mark_answered(session, child, link, now)
         _queue_confirmation(session, ctx, to=family.address, language=family.language,

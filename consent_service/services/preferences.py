@@ -99,13 +99,17 @@ def honour_gpc(session: Session, ctx: ServiceContext, patron: Patron, *,
 
 
 def save_preferences(session: Session, ctx: ServiceContext, patron: Patron,
-                     wanted: Mapping[str, Decision], *, evidence: Mapping[str, str], gpc: bool,
-                     now: datetime, describe: Describe) -> list[PreferenceRow]:
+                     wanted: Mapping[str, Decision], shown: Mapping[str, Decision] | None, *,
+                     evidence: Mapping[str, str], gpc: bool, now: datetime,
+                     describe: Describe) -> list[PreferenceRow]:
     """Record what the patron changed on the page, queue the confirmation email, and commit once.
 
-    Only rows whose wanted decision differs from what the page showed are recorded (source
-    `preference_center`, actor patron; record_decision stamps the policy version), so that the
-    page then shows what the patron submitted. One exception: turning all library email off stops
+    Only rows whose wanted decision differs both from what the page showed (`shown`, row key ->
+    decision, as the form carried it; None: what is in force now) and from what is in force now are
+    recorded (source `preference_center`, actor patron; record_decision stamps the policy version).
+    So an answer left as shown never overturns a decision made since the page was opened (an
+    unsubscribe link, a household member, a SendGrid event), and the page then shows what the
+    patron submitted. One exception: turning all library email off stops
     every topic, so topic answers are then ignored. Turning it back on starts only the topics the
     form shows on (never one the patron left off). A child under 13 can only opt out.
 
@@ -117,13 +121,16 @@ def save_preferences(session: Session, ctx: ServiceContext, patron: Patron,
     """
     today = ctx.today(now)
     child = _is_child(patron, today)
-    before = {row.key: row for row in _rows(session, ctx, patron, today)}  # what the page showed
+    before = {row.key: row for row in _rows(session, ctx, patron, today)}  # what is in force
     if gpc:
         _apply_gpc(session, ctx, patron, evidence, now)
 
     def changed(key: str) -> Decision | None:
         row, decision = before.get(key), wanted.get(key)
-        if row is None or decision is None or not row.changeable or decision is row.choice:
+        if row is None or decision is None or not row.changeable:
+            return None
+        was_shown = shown.get(key, row.choice) if shown is not None else row.choice
+        if decision is was_shown or decision is row.choice:
             return None
         return None if child and decision is Decision.OPT_IN else decision
 
@@ -163,6 +170,9 @@ def send_preference_links(session: Session, ctx: ServiceContext, raw_email: str,
     """Email a preference link for each active patron at this address (a household gets one message
     listing each by first name), and commit.
 
+    The message is in the patrons' own language (the one they all prefer), else in `language`
+    (the page's, which the person asking chose): a known patron is written to as they asked to be.
+
     The same work is done whether or not the address is known (normalise, hash, one query), so the
     answer reveals nothing; the message is queued only when someone has the address. Raises
     InvalidEmailError for an address that cannot receive mail.
@@ -177,6 +187,9 @@ def send_preference_links(session: Session, ctx: ServiceContext, raw_email: str,
             {"first_name": p.first_name, "url": ctx.link(LinkKind.PREFERENCES, p.public_id)}
             for p in patrons
         ]
+        own = {p.preferred_language for p in patrons}
+        if len(own) == 1:
+            language = own.pop()
         queue_email(session, ctx, template="preferences_link", to=email, language=language,
                     context={"links": links}, category=MessageCategory.TRANSACTIONAL.value,
                     now=now, patron=patrons[0] if len(patrons) == 1 else None)

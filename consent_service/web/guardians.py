@@ -6,7 +6,7 @@ The rules are in consent_service/services/guardians.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +130,7 @@ class ChildView:
     vendor_rows: list[ChoiceView]
     id_check_needed: bool  # vendor sharing awaits an ID check at the desk
     teen_rows: list[ChoiceView]
+    shown: str  # the form's `shown` field
 
 
 def _evidence(claims: LinkClaims) -> dict[str, str]:
@@ -162,16 +163,29 @@ def _status(choice: Choice, *, guardian_decides: bool) -> str:
 
 
 def _rows(choices: Sequence[Choice], prefix: str, *, guardian_decides: bool,
-          fresh: bool) -> list[ChoiceView]:
-    """Views of tick boxes; `fresh` leaves every box unticked (a first answer), otherwise a box is
-    ticked when a guardian's opt-in is in force."""
+          ticked: Collection[str] | None = None) -> list[ChoiceView]:
+    """Views of tick boxes: a box is ticked when a guardian's opt-in is in force, or, given
+    `ticked` (a form posted back with an error), as the guardian left it."""
     views = []
     for choice in choices:
         label, description = _label(choice)
+        checked = choice.given if ticked is None else choice.key in ticked
         views.append(ChoiceView(
             choice, f"{prefix}-{choice.key.replace(':', '-')}", label, description,
-            _status(choice, guardian_decides=guardian_decides), choice.given and not fresh))
+            _status(choice, guardian_decides=guardian_decides), checked))
     return views
+
+
+def _shown(rows: Sequence[ChoiceView]) -> str:
+    """The form's `shown` field: the boxes the page shows ticked, so that saving records only what
+    the guardian changed on this page (see services.guardians)."""
+    return " ".join(row.choice.key for row in rows if row.checked)
+
+
+def _posted_shown() -> set[str] | None:
+    """What the posted page showed ticked; None for a form without the `shown` field."""
+    shown = request.form.get("shown")
+    return None if shown is None else set(shown.split())
 
 
 def _vendors(ctx: ServiceContext) -> dict[str, list[Vendor]]:
@@ -195,10 +209,10 @@ def bad_link(error: InvalidLinkError) -> ResponseReturnValue:
 @bp.route("/guardian/<token>", methods=["GET", "POST"])
 def guardian_request(token: str) -> ResponseReturnValue:
     """GET: the request for the guardian's consent: the child by first name, each purpose with a
-    one-line explanation and an unticked box (ticked as in force, on a later visit), vendor sharing
-    apart, the confirmation and the typed name. POST: records the answer (see
-    answer_guardian_request) and shows what was saved; a missing confirmation or name gives the
-    form again (400) and records nothing."""
+    one-line explanation and a box ticked when a guardian's opt-in is in force, vendor sharing
+    apart, the confirmation and the typed name. POST: records what the guardian changed (see
+    answer_guardian_request) and shows what is now in force; a missing confirmation or name gives
+    the form again (400) and records nothing."""
     ctx = runtime.context()
     now = runtime.now()
     opened = open_guardian_request(db.session, ctx, token, now=now)
@@ -213,7 +227,7 @@ def guardian_request(token: str) -> ResponseReturnValue:
     if request.method == "POST" and choices:
         if form.validate():
             lines = answer_guardian_request(
-                db.session, ctx, opened, set(request.form.getlist("allow")),
+                db.session, ctx, opened, set(request.form.getlist("allow")), _posted_shown(),
                 typed_name=form.name.data or "", confirmed=bool(form.confirm.data),
                 evidence=_evidence(opened.claims), now=now)
             return render_template("guardians/answered.html", child_name=child_name,
@@ -221,18 +235,17 @@ def guardian_request(token: str) -> ResponseReturnValue:
                                    masked_email=opened.masked_email)
         status = 400
     answered = opened.request.status == "answered"
-    fresh = not answered
-    if status == 400:
-        ticked = set(request.form.getlist("allow"))
-        rows = [ChoiceView(row.choice, row.field_id, row.label, row.description, row.status,
-                           row.choice.key in ticked)
-                for row in _rows(choices, "allow", guardian_decides=True, fresh=True)]
+    if status == 400:  # the form again, as the guardian left it and against what it first showed
+        rows = _rows(choices, "allow", guardian_decides=True,
+                     ticked=set(request.form.getlist("allow")))
+        shown = request.form.get("shown", "")
     else:
-        rows = _rows(choices, "allow", guardian_decides=True, fresh=fresh)
+        rows = _rows(choices, "allow", guardian_decides=True)
+        shown = _shown(rows)
     return render_template(
         "guardians/request.html", opened=opened, child_name=child_name, view=view, form=form,
         rows=[row for row in rows if not row.choice.vendor],
-        vendor_rows=[row for row in rows if row.choice.vendor],
+        vendor_rows=[row for row in rows if row.choice.vendor], shown=shown,
         vendors=_vendors(ctx),
         id_check=ctx.guardians.vendor_method is VendorMethod.ID_CHECK and view.under_13,
         answered_at=opened.request.answered_at if answered else None,
@@ -266,7 +279,7 @@ def family(token: str) -> ResponseReturnValue:
             if action == "decide":
                 child, lines = change_family_decisions(
                     db.session, ctx, opened, child_id, set(request.form.getlist("allow")),
-                    evidence=_evidence(opened.claims), now=now)
+                    _posted_shown(), evidence=_evidence(opened.claims), now=now)
                 saved = {"child_name": _first_name(child.first_name),
                          "decisions": [_decision_text(line) for line in lines]}
             else:
@@ -281,7 +294,7 @@ def family(token: str) -> ResponseReturnValue:
     for view in family_children(db.session, ctx, opened, now=now):
         prefix = f"{view.child.public_id}-allow"
         rows = _rows([choice for choice in view.choices if choice.offered], prefix,
-                     guardian_decides=True, fresh=False)
+                     guardian_decides=True)
         children.append(ChildView(
             view, _first_name(view.child.first_name),
             rows=[row for row in rows if not row.choice.vendor],
@@ -289,7 +302,7 @@ def family(token: str) -> ResponseReturnValue:
             id_check_needed=not separate_tick and any(c.vendor and not c.offered
                                                       for c in view.choices),
             teen_rows=_rows(view.teen_decides, f"{view.child.public_id}-teen",
-                            guardian_decides=False, fresh=False)))
+                            guardian_decides=False), shown=_shown(rows)))
     return render_template("guardians/family.html", family=opened, children=children,
                            saved=saved, asked=asked, vendors=_vendors(ctx),
                            policy_url=ctx.guardians.policy_url)

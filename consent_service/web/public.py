@@ -203,7 +203,7 @@ def preferences(token: str) -> ResponseReturnValue:
         if form.validate():
             wanted = {field.name: Decision(field.data) for field in form
                       if isinstance(field, RadioField) and field.data}
-            changes = save_preferences(db.session, ctx, patron, wanted,
+            changes = save_preferences(db.session, ctx, patron, wanted, _posted_shown(),
                                        evidence=_evidence(claims), gpc=gpc, now=now,
                                        describe=_describer(patron.preferred_language))
         else:
@@ -212,11 +212,32 @@ def preferences(token: str) -> ResponseReturnValue:
         honour_gpc(db.session, ctx, patron, evidence=_evidence(claims), now=now)
     prefs = load_preferences(db.session, ctx, patron, now=now)
     form = _preferences_form(prefs, fresh=changes is not None or request.method != "POST")
+    shown = request.form.get("shown", "") if status == 400 else _shown(prefs)
     return render_template(
         "public/preferences.html", prefs=prefs, form=form, rows=_row_views(prefs, form),
         changes=[_change_text(row) for row in changes] if changes is not None else None,
-        gpc_signal=gpc, invalid=status == 400,
+        gpc_signal=gpc, invalid=status == 400, shown=shown,
     ), status
+
+
+def _shown(prefs: Preferences) -> str:
+    """The form's `shown` field: each answer as the page shows it (`key=decision`), so that saving
+    records only what the patron changed on this page (see save_preferences)."""
+    return " ".join(f"{row.key}={row.choice.value}" for row in prefs.rows if row.changeable)
+
+
+def _posted_shown() -> dict[str, Decision] | None:
+    """The answers the posted page showed; None for a form without the `shown` field. Pairs that
+    do not parse are left out (their rows are then compared with what is in force)."""
+    text = request.form.get("shown")
+    if text is None:
+        return None
+    shown = {}
+    for pair in text.split():
+        key, _sep, value = pair.partition("=")
+        if value in (Decision.OPT_IN.value, Decision.OPT_OUT.value):
+            shown[key] = Decision(value)
+    return shown
 
 
 @bp.route("/preferences", methods=["GET", "POST"])

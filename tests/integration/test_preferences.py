@@ -159,6 +159,22 @@ def test_saving_without_changes_records_nothing_and_sends_nothing(
     assert sent_mail(app) == []
 
 
+def test_an_answer_left_as_shown_does_not_overturn_a_decision_made_since_the_page_opened(
+        client, session, ctx, patron, make_patron, topics):
+    url = page_url(ctx, patron)
+    values = form_values(client.get(url).text)  # every email answer shown as Yes
+    assert values["email"] == "opt_in"
+    housemate = make_patron(card="H0002", first_name="Bo", email="ana@example.org")
+    decide(session, ctx, housemate, "email_marketing", "opt_out", at=NOW)  # meanwhile
+    values["photo_video"] = "opt_out"
+
+    client.post(url, data=values, buffered=True)  # the email answers untouched
+
+    assert [(e.purpose, e.patron_id) for e in events(session)] == [
+        ("email_marketing", housemate.id), ("photo_video", patron.id)]
+    assert verdict(session, ctx, patron, "email_marketing").reason is Reason.OPTED_OUT
+
+
 def test_saving_needs_the_forms_csrf_token(app, session, ctx, patron, topics):
     client = app.test_client()
     url = page_url(ctx, patron)
@@ -368,3 +384,23 @@ def test_a_preference_link_lasts_thirty_days(app, client, ctx, patron):
     assert client.get(url).status_code == 200
     app.config["CLOCK"] = lambda: signed_on + timedelta(days=31)
     assert "This link has expired" in client.get(url).text
+
+
+SUBJECTS = {"en": "Your link to your library email and privacy choices",
+            "es": "Su enlace para sus preferencias de correo y privacidad de la biblioteca"}
+
+
+@pytest.mark.parametrize(("languages", "expected"), [(["es"], "es"), (["es", "es"], "es"),
+                                                     (["es", "en"], "en")])
+def test_email_me_a_link_writes_in_the_patrons_own_language_without_accept_language(
+        app, client, make_patron, languages, expected):
+    for number, language in enumerate(languages):
+        make_patron(card=f"L{number}", first_name=f"P{number}", email="casa@example.org",
+                    preferred_language=language)
+    page = client.get("/preferences")  # no Accept-Language: the page is in English
+
+    client.post("/preferences", data={**form_values(page.text), "email": "casa@example.org"},
+                buffered=True)
+
+    [message] = sent_mail(app)
+    assert message["Subject"] == SUBJECTS[expected]

@@ -69,25 +69,45 @@ def last_token(app: Flask, address: str, kind: str) -> str:
     raise AssertionError(f"no {kind} link mailed to {address}")
 
 
+def shown_field(html: str, child: str | None = None) -> str:
+    """The `shown` field a page posts back: what it showed ticked (on the family page, in the form
+    for `child`, a public id)."""
+    if child is not None:
+        html = html[html.index(f'name="child" value="{child}"'):]
+    found = re.search(r'<input type="hidden" name="shown" value="([^"]*)">', html)
+    assert found, "the page has no `shown` field"
+    return found.group(1)
+
+
 def answer(client: FlaskClient, token: str, allow: list[str], *, confirm: bool = True,
-           name: str = "Pat Parent"):  # type: ignore[no-untyped-def]
-    """Open the guardian's page, tick `allow`, confirm, type the name and save."""
-    page = client.get(f"/guardian/{token}")
-    assert page.status_code == 200, page.text
-    data: dict[str, object] = {"csrf_token": csrf_token(page.text), "allow": allow, "name": name}
+           name: str = "Pat Parent", page_html: str | None = None):  # type: ignore[no-untyped-def]
+    """Open the guardian's page (or use `page_html`, a page opened earlier), set the ticks to
+    exactly `allow`, confirm, type the name and save, as a browser does."""
+    if page_html is None:
+        page = client.get(f"/guardian/{token}")
+        assert page.status_code == 200, page.text
+        page_html = page.text
+    data: dict[str, object] = {"csrf_token": csrf_token(page_html), "allow": allow, "name": name,
+                               "shown": shown_field(page_html)}
     if confirm:
         data["confirm"] = "y"
     return client.post(f"/guardian/{token}", data=data, buffered=True)
 
 
 def family_post(client: FlaskClient, token: str, child: Patron | str, action: str,
-                allow: list[str] | None = None):  # type: ignore[no-untyped-def]
-    """Post one of the family page's forms for `child` (a patron, or any public id)."""
-    page = client.get(f"/family/{token}")
-    assert page.status_code == 200, page.text
+                allow: list[str] | None = None, *,
+                page_html: str | None = None):  # type: ignore[no-untyped-def]
+    """Post one of the family page's forms for `child` (a patron, or any public id), from the page
+    as opened now or as opened earlier (`page_html`), as a browser does."""
+    if page_html is None:
+        page = client.get(f"/family/{token}")
+        assert page.status_code == 200, page.text
+        page_html = page.text
     child_id = child if isinstance(child, str) else child.public_id
-    data: dict[str, object] = {"csrf_token": csrf_token(page.text), "child": child_id,
+    data: dict[str, object] = {"csrf_token": csrf_token(page_html), "child": child_id,
                                "action": action, "allow": allow or []}
+    if action == "decide" and f'name="child" value="{child_id}"' in page_html:
+        data["shown"] = shown_field(page_html, child_id)
     return client.post(f"/family/{token}", data=data, buffered=True)
 
 

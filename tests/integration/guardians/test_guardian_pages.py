@@ -168,11 +168,9 @@ def test_answering_records_each_decision_as_the_guardians_with_the_evidence(
     assert "We are sending a confirmation to p•••@example.org" in text
     recorded = {(e.purpose, e.topic, e.decision) for e in events(session)}
     assert recorded == {
-        ("child_online_services", "", "opt_out"), ("child_programs", "", "opt_in"),
-        ("minor_card", "", "opt_out"), ("email_marketing", "events", "opt_in"),
-        ("postal_marketing", "", "opt_out"), ("photo_video", "", "opt_in"),
-        ("contact_update", "", "opt_in"), ("third_party_modeling", "", "opt_out"),
-    }  # the unticked kids & teens email box records nothing: see the next test
+        ("child_programs", "", "opt_in"), ("email_marketing", "events", "opt_in"),
+        ("photo_video", "", "opt_in"), ("contact_update", "", "opt_in"),
+    }  # a box left unticked as shown records nothing
     [guardian_link] = links_of(session, maya)
     [request] = requests_of(session, maya)
     for event in events(session):
@@ -202,6 +200,56 @@ def test_an_unticked_email_box_does_not_stop_email_to_a_shared_family_address(
     standing = load_standings(session, [parent])[parent.id]
     kids = ctx.catalog.get("email_marketing")
     assert standing.verdict(kids, "kids_teens", NOW.date()).allowed  # the parent still gets it
+
+
+def test_a_second_request_shows_earlier_consent_ticked_and_answering_it_keeps_that_consent(
+        app, client, session, ctx, clock, runner, maya, pat, notice_token):
+    answer(client, notice_token, ["child_programs"])  # "programs only"
+    link(runner, maya, email="grandma@example.org")  # a second guardian is asked later
+    clock.at = NOW + timedelta(days=3)
+    second = last_token(app, "grandma@example.org", "guardian")
+
+    page = client.get(f"/guardian/{second}")
+    assert checkboxes(page.text)["child_programs"] is True
+    assert checkboxes(page.text)["photo_video"] is False
+    assert "The ticked boxes show what a parent or guardian has allowed already" in main_text(
+        page.text)
+    response = answer(client, second, ["child_programs", "photo_video"], page_html=page.text)
+
+    assert "Programs: Allowed" in main_text(response.text)
+    view = child_choices(session, runtime.context(), maya, now=clock.at)
+    assert {choice.key for choice in view.choices if choice.given} == {
+        "child_programs", "photo_video"}
+    later = [(e.purpose, e.decision) for e in events(session) if e.occurred_at > NOW]
+    assert later == [("photo_video", "opt_in")]  # the untouched programs box recorded nothing
+
+
+def test_an_untouched_box_on_a_page_opened_earlier_does_not_undo_another_guardians_yes(
+        app, client, session, runner, clock, maya, pat, notice_token):
+    link(runner, maya, email="alex@example.org")
+    alex_token = last_token(app, "alex@example.org", "guardian")
+    alex_page = client.get(f"/guardian/{alex_token}").text  # opened first, nothing allowed yet
+    answer(client, notice_token, ["photo_video"])  # Pat allows photos meanwhile
+    clock.at = NOW + timedelta(hours=1)
+
+    answer(client, alex_token, ["child_programs"], page_html=alex_page)  # photos left untouched
+
+    view = child_choices(session, runtime.context(), maya, now=clock.at)
+    assert {choice.key for choice in view.choices if choice.given} == {
+        "photo_video", "child_programs"}
+    assert [e.decision for e in events(session) if e.purpose == "photo_video"] == ["opt_in"]
+
+
+def test_unticking_a_box_shown_ticked_on_the_request_page_withdraws_it(
+        client, session, clock, maya, notice_token):
+    answer(client, notice_token, ["child_programs", "photo_video"])
+    clock.at = NOW + timedelta(days=1)
+
+    answer(client, notice_token, ["child_programs"])
+
+    photo = [(e.decision, e.occurred_at) for e in events(session) if e.purpose == "photo_video"]
+    assert photo == [("opt_in", NOW), ("opt_out", NOW + timedelta(days=1))]
+    assert [e.decision for e in events(session) if e.purpose == "child_programs"] == ["opt_in"]
 
 
 def test_the_confirmation_goes_to_the_same_address_with_a_link_to_the_family_page(
@@ -374,6 +422,21 @@ def test_saving_the_family_page_unchanged_records_nothing(client, session, famil
                            ["child_programs", "photo_video"])
     assert "Nothing changed" in main_text(response.text)
     assert ledger_count(session) == before
+
+
+def test_a_family_page_opened_before_another_guardians_change_does_not_undo_it(
+        app, client, session, runner, clock, maya, family):
+    pat_page = client.get(f"/family/{family['token']}").text  # Maya: programs and photos allowed
+    link(runner, maya, email="alex@example.org")
+    clock.at = NOW + timedelta(hours=1)
+    answer(client, last_token(app, "alex@example.org", "guardian"),
+           ["child_programs", "photo_video", "postal_marketing"])  # Alex adds postal mail
+    clock.at = NOW + timedelta(hours=2)
+
+    family_post(client, family["token"], maya, "decide", ["child_programs"], page_html=pat_page)
+
+    decided = [(e.purpose, e.decision) for e in events(session) if e.occurred_at > NOW]
+    assert decided == [("postal_marketing", "opt_in"), ("photo_video", "opt_out")]
 
 
 @pytest.mark.parametrize("action", ["decide", "download", "erasure"])

@@ -181,8 +181,13 @@ def test_a_guardians_decisions_stay_in_force_when_the_child_turns_13(
     for day in (date(2025, 2, 28), date(2025, 3, 1), date(2025, 3, 2)):
         rows, left_out = export(session, ctx, "photo_video", now=at_noon_in_denver(day))
         assert child.public_id in rows  # the guardian's yes stands
-        rows, left_out = export(session, ctx, "postal_marketing", now=at_noon_in_denver(day))
-        assert left_out[child.public_id] == "opted_out"  # and so does their no
+    # postal mail, left unticked, was nobody's decision: from 13 the teen's own (opt-out) basis
+    rows, left_out = export(session, ctx, "postal_marketing",
+                            now=at_noon_in_denver(date(2025, 2, 28)))
+    assert left_out[child.public_id] == "guardian_consent_required"
+    rows, left_out = export(session, ctx, "postal_marketing",
+                            now=at_noon_in_denver(date(2025, 3, 1)))
+    assert child.public_id in rows
     unanswered = make_patron(card="K0601", email=None, birth_date=date(2012, 2, 29))
     before, after = (export(session, ctx, "photo_video", now=at_noon_in_denver(day))
                      for day in (date(2025, 2, 28), date(2025, 3, 1)))
@@ -356,7 +361,8 @@ def test_a_child_is_in_no_export_until_a_guardian_opts_in_and_no_vendor_export_w
         assert child.public_id in export(session, ctx, purpose, topic=topic)[0], purpose
     for vendor in ("contact_update", "third_party_modeling"):
         rows, left_out = export(session, ctx, vendor)
-        assert child.public_id not in rows and left_out[child.public_id] == "opted_out"
+        assert child.public_id not in rows
+        assert left_out[child.public_id] == "guardian_consent_required"  # left unticked
     rows, left_out = export(session, ctx, "email_marketing", topic="kids_teens")
     assert left_out[child.public_id] == "guardian_consent_required"  # only the topic ticked
 
