@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -124,14 +127,18 @@ def consents_import(file: Path, skip_invalid: bool) -> None:
 
 @topics.command("add")
 @click.argument("key")
-@click.option("--name", required=True, help="What patrons see, e.g. 'Kids & teens'.")
+@click.option("--name", required=True, help="What patrons see in English, e.g. 'Kids & teens'.")
+@click.option("--name-es", default=None, help="What patrons see in Spanish, e.g. 'Niños y jóvenes'.")
 @click.option("--sendgrid-group", type=int, default=None, help="The SendGrid unsubscribe group id.")
-def topics_add(key: str, name: str, sendgrid_group: int | None) -> None:
-    """Add an email topic (or update its name and group)."""
+def topics_add(key: str, name: str, name_es: str | None, sendgrid_group: int | None) -> None:
+    """Add an email topic (or update its names and group)."""
     from consent_service.services.topics import add_topic
 
-    topic = add_topic(db.session, key=key, name=name, sendgrid_group_id=sendgrid_group, now=runtime.now())
-    click.echo(f"topic {topic.key}: {topic.name} (SendGrid group {topic.sendgrid_group_id or 'none'})")
+    topic = add_topic(db.session, key=key, name=name, sendgrid_group_id=sendgrid_group,
+                      names={"es": name_es} if name_es is not None else None, now=runtime.now())
+    spanish = f" / {topic.names['es']}" if topic.names and "es" in topic.names else ""
+    click.echo(f"topic {topic.key}: {topic.name}{spanish} "
+               f"(SendGrid group {topic.sendgrid_group_id or 'none'})")
 
 
 @export.command("contacts")
@@ -378,8 +385,21 @@ def demo() -> None:
 
     with one_line_errors():
         upgrade()
-        for line in load_demo(db.session, runtime.context(), now=runtime.now()):
+        for line in load_demo(db.session, runtime.context(), now=runtime.now(),
+                              flask_command=_flask_command()):
             click.echo(line)
+
+
+def _flask_command() -> str:
+    """How to run `flask --app consent_service` as this process was run: plain `flask` when it is
+    on PATH (an activated virtual environment), else the path of this environment's `flask`."""
+    mine = Path(sys.executable).with_name("flask")
+    on_path = shutil.which("flask")
+    if on_path is not None and Path(on_path).resolve() == mine.resolve():
+        return "flask --app consent_service"
+    relative = os.path.relpath(mine)
+    shown = relative if not relative.startswith("..") else str(mine)
+    return f"{shlex.quote(shown)} --app consent_service"
 
 
 def register(app: Flask) -> None:

@@ -126,7 +126,8 @@ class Topic(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))  # in English, and for any other language
+    names: Mapped[dict[str, str] | None] = mapped_column(JSON)  # language -> name, e.g. {"es": …}
     sendgrid_group_id: Mapped[int | None] = mapped_column(Integer, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -158,7 +158,10 @@ def checked_topic(session: Session, purpose: str, has_topics: bool, topic: str |
     if not has_topics:
         raise UnknownTopicError(f"purpose {purpose!r} has no topics (got topic {topic!r})")
     if session.scalar(select(Topic.id).where(Topic.key == topic)) is None:
-        raise UnknownTopicError(f"unknown topic {topic!r}; add it with `flask topics add`")
+        known = list(session.scalars(select(Topic.key).order_by(Topic.key)))
+        raise UnknownTopicError(
+            f"unknown topic {topic!r}; the topics are: {', '.join(known) or 'none yet'} "
+            "(add one with `topics add`)")
     return topic
 
 

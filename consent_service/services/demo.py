@@ -18,11 +18,11 @@ from consent_service.services.guardians import guardian_link_for_card
 from consent_service.services.patron_import import import_patrons
 from consent_service.services.topics import add_topic
 
-TOPICS = (
-    ("events", "Events and programs"),
-    ("kids_teens", "Kids & teens"),
-    ("adult_learning", "Adult learning"),
-    ("library_news", "Library news"),
+TOPICS = (  # key, English name, Spanish name
+    ("events", "Events and programs", "Eventos y programas"),
+    ("kids_teens", "Kids & teens", "Niños y jóvenes"),
+    ("adult_learning", "Adult learning", "Aprendizaje para adultos"),
+    ("library_news", "Library news", "Noticias de la biblioteca"),
 )
 
 HEADER = ("card_number,first_name,last_name,email,birth_date,preferred_language,street,city,state,"
@@ -50,12 +50,15 @@ def _patrons_csv(today: date) -> str:
     return "\n".join([HEADER, *rows]) + "\n"
 
 
-def load_demo(session: Session, ctx: ServiceContext, *, now: datetime) -> list[str]:
-    """Load the demo and return what to open and try. Safe to run again, also after a run that failed
-    half-way: topics and the patron import are idempotent, and the demo decisions are recorded only
-    while the demo patrons have none."""
-    for key, name in TOPICS:
-        add_topic(session, key=key, name=name, sendgrid_group_id=None, now=now)
+def load_demo(session: Session, ctx: ServiceContext, *, now: datetime,
+              flask_command: str = "flask --app consent_service") -> list[str]:
+    """Load the demo and return what to open and try (`flask_command`: how the person who ran the
+    demo runs a command, so the lines work as shown). Safe to run again, also after a run that
+    failed half-way: topics and the patron import are idempotent, and the demo decisions are
+    recorded only while the demo patrons have none."""
+    for key, name, spanish in TOPICS:
+        add_topic(session, key=key, name=name, names={"es": spanish}, sendgrid_group_id=None,
+                  now=now)
     if session.scalar(select(PolicyVersion.id).limit(1)) is None:
         session.add(PolicyVersion(
             version="2026-01", effective_at=now - timedelta(days=30), material=True, created_at=now,
@@ -80,20 +83,26 @@ def load_demo(session: Session, ctx: ServiceContext, *, now: datetime) -> list[s
         "  D0000006 Hal Bishop - inactive, no email",
         "",
         "Open:",
-        f"  {ctx.public_base_url}/healthz",
+        f"  {ctx.public_base_url}/",
         f"  unsubscribe (Ana, events): {ctx.link(LinkKind.UNSUBSCRIBE, ana.public_id, 'events')}",
         f"  preferences (Sam):         {ctx.link(LinkKind.PREFERENCES, sam.public_id)}",
         f"  guardian page (Sam, for Milo): {guardian_link_for_card(session, ctx, 'D0000004', now=now)}",
+        f"  email me a link:           {ctx.public_base_url}/preferences with ana.reyes@example.org "
+        "(Spanish) or okafor.family@example.org (a household of three)",
         "Mail the service sends (guardian notices for Milo and Lena, confirmations) is written as .eml",
         "files to the mail folder (CONSENT_MAIL_FILE_DIR, by default instance/mail/).",
         "",
         "Try:",
-        "  flask --app consent_service patrons show D0000004",
-        "  flask --app consent_service export contacts --purpose email_marketing --topic kids_teens "
-        "--excluded excluded.csv",
-        "  flask --app consent_service export contacts --purpose postal_marketing",
-        "  flask --app consent_service links unsubscribe D0000003 --topic events",
+        *(f"  {flask_command} {command}" for command in TRY),
     ]
+
+
+TRY = (
+    "patrons show D0000004",
+    "export contacts --purpose email_marketing --topic kids_teens --excluded excluded.csv",
+    "export contacts --purpose postal_marketing",
+    "links unsubscribe D0000003 --topic events",
+)
 
 
 def _demo_decisions(session: Session, ctx: ServiceContext, now: datetime) -> None:

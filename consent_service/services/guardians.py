@@ -73,6 +73,7 @@ from consent_service.domain.purposes import (
     Basis,
     Purpose,
 )
+from consent_service.domain.text import UnsafeTextError, clean_text
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims, LinkKind
 from consent_service.mail import MessageCategory, queue_email, template_language
 from consent_service.models import FamilyRequest, GuardianLink, GuardianRequest, Patron, Topic
@@ -80,6 +81,7 @@ from consent_service.services import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.patrons import find_by_card
 from consent_service.services.standing import Standing, load_standings
+from consent_service.services.topics import name_in, topic_names
 
 NOTICE_VERSION = "guardian-2026-11"  # the wording of the notice and pages; change it with them
 TYPED_NAME_LIMIT = 200
@@ -105,7 +107,7 @@ class Choice:
     key: str  # the tick box's value: a purpose key, or "email_marketing:<topic>"
     purpose: str
     topic: str | None
-    topic_name: str | None
+    topic_names: Mapping[str, str] | None  # language -> the topic's name
     vendor: bool  # sharing with vendors: asked apart
     given: bool  # a guardian's opt-in is in force on the child's record
     allowed: bool  # what eligibility says today
@@ -155,30 +157,31 @@ def child_choices(session: Session, ctx: ServiceContext, child: Patron, *,
     return ChildChoices(child, age, choices, teen)
 
 
-def _topics(session: Session) -> list[tuple[str, str]]:
+def _topics(session: Session) -> list[tuple[str, dict[str, str]]]:
     topics = session.scalars(select(Topic).order_by(Topic.name))
-    return [(topic.key, topic.name) for topic in topics]
+    return [(topic.key, topic_names(topic)) for topic in topics]
 
 
-def _purpose_choices(purpose: Purpose, topics: Sequence[tuple[str, str]], standing: Standing,
+def _purpose_choices(purpose: Purpose, topics: Sequence[tuple[str, dict[str, str]]],
+                     standing: Standing,
                      today: date, method: VendorMethod) -> list[Choice]:
     """One choice for a purpose; for email, one per topic (or the whole purpose when no topic is
     configured), and none when the child has no email address (`topics` is then empty)."""
     if purpose.key == EMAIL_PURPOSE:
         if not standing.facts.has_email:
             return []
-        wanted: list[tuple[str | None, str | None]] = list(topics) or [(None, None)]
+        wanted: list[tuple[str | None, dict[str, str] | None]] = list(topics) or [(None, None)]
     else:
         wanted = [(None, None)]
     choices = []
-    for topic, topic_name in wanted:
+    for topic, names in wanted:
         ruling = resolve(standing.patron_state, purpose.key, topic)
         given = (ruling is not None and ruling.decision is Decision.OPT_IN
                  and ruling.actor is Actor.GUARDIAN)
         vendor = purpose.discloses_to_vendor
         choices.append(Choice(
             key=f"{purpose.key}:{topic}" if topic else purpose.key, purpose=purpose.key,
-            topic=topic, topic_name=topic_name, vendor=vendor, given=given,
+            topic=topic, topic_names=names, vendor=vendor, given=given,
             allowed=standing.verdict(purpose, topic, today).allowed, ruling=ruling,
             offered=not vendor or method is VendorMethod.SEPARATE_TICK or given,
         ))
@@ -191,7 +194,7 @@ class DecisionLine:
 
     purpose: str
     topic: str | None
-    topic_name: str | None
+    topic_names: Mapping[str, str] | None
     decision: Decision
 
 
@@ -214,14 +217,14 @@ def _decide(session: Session, ctx: ServiceContext, child: Patron, link: Guardian
             purpose=choice.purpose, topic=choice.topic, decision=decision, source=source,
             actor=Actor.GUARDIAN, occurred_at=now, patron=child, actor_ref=link.public_id,
             evidence=evidence), now=now)
-        lines.append(DecisionLine(choice.purpose, choice.topic, choice.topic_name, decision))
+        lines.append(DecisionLine(choice.purpose, choice.topic, choice.topic_names, decision))
     return lines
 
 
 def _in_force(choices: Iterable[Choice], lines: Sequence[DecisionLine]) -> list[DecisionLine]:
     """Every offered choice as it stands after `lines` were recorded: a guardian's full answer."""
     made = {(line.purpose, line.topic): line.decision for line in lines}
-    return [DecisionLine(choice.purpose, choice.topic, choice.topic_name,
+    return [DecisionLine(choice.purpose, choice.topic, choice.topic_names,
                          made.get((choice.purpose, choice.topic),
                                   Decision.OPT_IN if choice.given else Decision.OPT_OUT))
             for choice in choices if choice.offered]
@@ -334,8 +337,8 @@ def _queue_notice(session: Session, ctx: ServiceContext, request: GuardianReques
         if choice.purpose == EMAIL_PURPOSE:
             if not purposes or purposes[-1]["key"] != EMAIL_PURPOSE:
                 purposes.append({"key": EMAIL_PURPOSE, "topics": []})
-            if choice.topic_name:
-                purposes[-1]["topics"].append(choice.topic_name)
+            if choice.topic_names:
+                purposes[-1]["topics"].append(name_in(choice.topic_names, request.language))
         else:
             purposes.append({"key": choice.purpose, "topics": []})
     vendor_sharing = [
@@ -373,7 +376,9 @@ def _queue_confirmation(session: Session, ctx: ServiceContext, *, to: str | None
     context = {
         "child_first_name": child.first_name,
         "first_name": guardian.first_name if guardian is not None else "",
-        "decisions": [{"purpose": line.purpose, "topic_name": line.topic_name,
+        "decisions": [{"purpose": line.purpose,
+                       "topic_name": name_in(line.topic_names, language) if line.topic_names
+                       else None,
                        "allowed": line.decision is Decision.OPT_IN} for line in lines],
         "family_url": family_url(ctx, link),
         "link_days": ctx.signer.lifetime_days(LinkKind.FAMILY),
@@ -452,7 +457,10 @@ def answer_guardian_request(session: Session, ctx: ServiceContext, opened: OpenR
     again records a change. Returns every choice the page offered as it now stands, which the page
     and the confirmation email list; none when the child needs no guardian now.
     """
-    name = " ".join(typed_name.split())[:TYPED_NAME_LIMIT]
+    try:
+        name = " ".join(clean_text(typed_name, field="name").split())[:TYPED_NAME_LIMIT]
+    except UnsafeTextError as exc:
+        raise GuardianError(str(exc)) from None
     if not confirmed or not name:
         raise GuardianError("confirm that you are the child's parent or legal guardian and type "
                             "your name")

@@ -20,6 +20,7 @@ from consent_service.models import ConsentEvent, Patron, Topic
 from consent_service.services import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.standing import Standing, load_standings
+from consent_service.services.topics import topic_names
 
 EMAIL_ROW = "email"  # the row for all library email
 TOPIC_ROW_PREFIX = "topic_"  # + topic key: the row for one email topic
@@ -39,7 +40,7 @@ class PreferenceRow:
     key: str
     purpose: str
     topic: str | None
-    topic_name: str | None
+    topic_names: Mapping[str, str] | None  # language -> the topic's name
     choice: Decision
     decided_at: datetime | None  # when the decision in force was made; None: nobody has decided
     allowed: bool
@@ -210,7 +211,8 @@ def _rows(session: Session, ctx: ServiceContext, patron: Patron,
         rows.append(_row(EMAIL_ROW, email, None, None, standing, standing.address_state, today,
                          child))
         for topic in session.scalars(select(Topic).order_by(Topic.name)):
-            rows.append(_row(TOPIC_ROW_PREFIX + topic.key, email, topic.key, topic.name, standing,
+            rows.append(_row(TOPIC_ROW_PREFIX + topic.key, email, topic.key, topic_names(topic),
+                             standing,
                              standing.address_state, today, child))
     for key in OTHER_PURPOSES:
         rows.append(_row(key, ctx.catalog.get(key), None, None, standing, standing.patron_state,
@@ -218,7 +220,8 @@ def _rows(session: Session, ctx: ServiceContext, patron: Patron,
     return rows
 
 
-def _row(key: str, purpose: Purpose, topic: str | None, topic_name: str | None, standing: Standing,
+def _row(key: str, purpose: Purpose, topic: str | None, names: Mapping[str, str] | None,
+         standing: Standing,
          state: Mapping[Key, Ruling], today: date, child: bool) -> PreferenceRow:
     ruling = resolve(state, purpose.key, topic)
     verdict = standing.verdict(purpose, topic, today)
@@ -232,7 +235,7 @@ def _row(key: str, purpose: Purpose, topic: str | None, topic_name: str | None, 
     else:
         choice = Decision.OPT_IN if purpose.basis is Basis.OPT_OUT else Decision.OPT_OUT
     return PreferenceRow(
-        key=key, purpose=purpose.key, topic=topic, topic_name=topic_name, choice=choice,
+        key=key, purpose=purpose.key, topic=topic, topic_names=names, choice=choice,
         decided_at=ruling.occurred_at if ruling else None, allowed=verdict.allowed,
         reason=verdict.reason, changeable=verdict.allowed if child else True,
     )

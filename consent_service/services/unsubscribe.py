@@ -13,12 +13,14 @@ from consent_service.domain import ConsentServiceError
 from consent_service.domain.addresses import mask_email
 from consent_service.domain.ledger import Actor, Decision, Ruling, Source, resolve
 from consent_service.domain.purposes import EMAIL_PURPOSE
+from consent_service.domain.text import UnsafeTextError, clean_text
 from consent_service.domain.tokens import LinkClaims, LinkKind
 from consent_service.models import Patron, Topic, UnsubscribeFeedback
 from consent_service.services import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.links import open_link
 from consent_service.services.standing import load_standings
+from consent_service.services.topics import topic_names
 
 FEEDBACK_REASONS = ("too_many", "not_relevant", "never_signed_up", "other")
 FEEDBACK_TEXT_LIMIT = 500
@@ -35,7 +37,7 @@ class UnsubscribeLink:
     patron: Patron
     claims: LinkClaims
     topic: str | None  # None: all library email
-    topic_name: str | None
+    topic_names: Mapping[str, str] | None  # language -> the topic's name
     masked_email: str | None  # None: we have no email address for this patron, so nothing to stop
     stopped: Ruling | None  # the opt-out in force for what the link stops, if there is one
 
@@ -65,7 +67,7 @@ def open_unsubscribe_link(session: Session, ctx: ServiceContext, token: str, *,
         patron=patron,
         claims=claims,
         topic=topic,
-        topic_name=topic_row.name if topic_row else None,
+        topic_names=topic_names(topic_row) if topic_row else None,
         masked_email=mask_email(patron.email) if patron.email else None,
         stopped=_opt_out_in_force(session, patron, topic),
     )
@@ -102,11 +104,14 @@ def save_unsubscribe_feedback(session: Session, link: UnsubscribeLink, *, reason
 
     One answer per event: a second answer, or one when no opt-out is in force (the patron has opted
     back in since), is not stored and False is returned. Raises InvalidFeedbackError for an unknown
-    reason or a text over 500 characters.
+    reason, a text over 500 characters or one holding a control character (domain.text).
     """
     if reason_code not in FEEDBACK_REASONS:
         raise InvalidFeedbackError(f"unknown reason {reason_code!r}")
-    text = text.strip()
+    try:
+        text = clean_text(text.strip(), field="text", multiline=True)
+    except UnsafeTextError as exc:
+        raise InvalidFeedbackError(str(exc)) from None
     if len(text) > FEEDBACK_TEXT_LIMIT:
         raise InvalidFeedbackError(f"the text is limited to {FEEDBACK_TEXT_LIMIT} characters")
     in_force = _opt_out_in_force(session, link.patron, link.topic)

@@ -47,7 +47,9 @@ from consent_service.services.guardians import (
     open_guardian_request,
     request_child_data,
 )
-from consent_service.web.i18n import set_switch_path, use_patron_language
+from consent_service.services.topics import name_in
+from consent_service.web.forms import SafeText
+from consent_service.web.i18n import current_language, set_switch_path, use_patron_language
 
 bp = Blueprint("guardians", __name__)
 
@@ -104,7 +106,7 @@ class GuardianAnswerForm(FlaskForm):
         lazy_gettext("Your full name"),
         filters=[lambda value: " ".join(value.split()) if isinstance(value, str) else value],
         validators=[DataRequired(message=lazy_gettext("Type your full name.")),
-                    Length(max=TYPED_NAME_LIMIT)],
+                    Length(max=TYPED_NAME_LIMIT), SafeText()],
         render_kw={"autocomplete": "name", "maxlength": TYPED_NAME_LIMIT})
 
 
@@ -142,8 +144,9 @@ def _first_name(first_name: str) -> str:
 
 
 def _label(choice: Choice) -> tuple[str, str]:
-    if choice.topic_name:
-        return _TOPIC_LABEL % {"topic": choice.topic_name}, str(_TOPIC_TEXT)
+    if choice.topic_names:
+        topic = name_in(choice.topic_names, current_language())
+        return _TOPIC_LABEL % {"topic": topic}, str(_TOPIC_TEXT)
     label, description = _PURPOSE_TEXT[choice.purpose]
     return str(label), str(description)
 
@@ -193,8 +196,8 @@ def _vendors(ctx: ServiceContext) -> dict[str, list[Vendor]]:
 
 
 def _decision_text(line: DecisionLine) -> dict[str, str]:
-    label = (_TOPIC_LABEL % {"topic": line.topic_name} if line.topic_name
-             else str(_PURPOSE_TEXT[line.purpose][0]))
+    label = (_TOPIC_LABEL % {"topic": name_in(line.topic_names, current_language())}
+             if line.topic_names else str(_PURPOSE_TEXT[line.purpose][0]))
     allowed = line.decision is Decision.OPT_IN
     return {"label": label, "decision": _("Allowed") if allowed else _("Not allowed")}
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from flask import Flask, g, has_request_context, request
 from flask.wrappers import Response
 from flask_babel import get_locale, refresh
+
+from consent_service.services.topics import name_in
 
 LANGUAGES = {"en": "English", "es": "Español"}
 DEFAULT_LANGUAGE = "en"
@@ -71,6 +74,12 @@ def _switch_context() -> dict[str, Any]:
     }
 
 
+def in_language(names: Mapping[str, str]) -> str:
+    """A topic's name in the page's language (the `in_language` template filter)."""
+    return name_in(names, current_language())
+
+
 def init_app(app: Flask) -> None:
     app.after_request(_remember_choice)
     app.context_processor(_switch_context)
+    app.jinja_env.filters["in_language"] = in_language

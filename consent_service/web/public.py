@@ -37,12 +37,14 @@ from consent_service.services.preferences import (
     save_preferences,
     send_preference_links,
 )
+from consent_service.services.topics import name_in
 from consent_service.services.unsubscribe import (
     FEEDBACK_TEXT_LIMIT,
     open_unsubscribe_link,
     save_unsubscribe_feedback,
     unsubscribe,
 )
+from consent_service.web.forms import SafeText
 from consent_service.web.i18n import current_language, set_switch_path, use_patron_language
 
 bp = Blueprint("public", __name__)
@@ -99,7 +101,7 @@ class FeedbackForm(FlaskForm):
     reason = RadioField(lazy_gettext("Why did you unsubscribe?"), choices=_FEEDBACK_REASONS,
                         validators=[InputRequired(message=lazy_gettext("Choose a reason."))])
     text = TextAreaField(lazy_gettext("Anything else you want to tell us (optional)"),
-                         validators=[Length(max=FEEDBACK_TEXT_LIMIT)],
+                         validators=[Length(max=FEEDBACK_TEXT_LIMIT), SafeText(multiline=True)],
                          render_kw={"maxlength": FEEDBACK_TEXT_LIMIT, "rows": 4})
 
 
@@ -136,6 +138,12 @@ def bad_link(error: InvalidLinkError) -> ResponseReturnValue:
     recorded, and a way to get a new link by email."""
     return render_template("public/link_problem.html", expired=isinstance(error, ExpiredLinkError),
                            form=RequestLinkForm(formdata=None)), 400
+
+
+@bp.get("/")
+def home() -> ResponseReturnValue:
+    """What this service is, and where patrons, guardians and staff go."""
+    return render_template("public/home.html")
 
 
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
@@ -298,7 +306,8 @@ def _preferences_form(prefs: Preferences, *, fresh: bool = False) -> FlaskForm:
 
 def _row_text(row: PreferenceRow) -> tuple[str, str]:
     if row.topic is not None:
-        return row.topic_name or row.topic, str(_TOPIC_TEXT)
+        topic = name_in(row.topic_names, current_language()) if row.topic_names else row.topic
+        return topic, str(_TOPIC_TEXT)
     label, description = _PURPOSE_TEXT[row.key]
     return str(label), str(description)
 

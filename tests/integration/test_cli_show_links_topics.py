@@ -62,3 +62,34 @@ def test_links_print_one_absolute_url_that_opens_its_own_kind(runner, ctx, make_
         assert claims.patron_id == patron.public_id
     unknown = invoke(runner, "links", "unsubscribe", "21000088", "--topic", "nope")
     assert unknown.exit_code == 1 and "unknown topic 'nope'" in unknown.output
+
+
+def test_a_topic_has_a_spanish_name_that_spanish_pages_show(runner, client, ctx, make_patron):
+    added = invoke(runner, "topics", "add", "kids", "--name", "Kids & teens",
+                   "--name-es", "Niños y jóvenes")
+    assert added.output == "topic kids: Kids & teens / Niños y jóvenes (SendGrid group none)\n"
+    invoke(runner, "topics", "add", "kids", "--name", "Kids and teens")  # Spanish name kept
+    lucia = make_patron(card="21000099", email="lucia@example.org", preferred_language="es")
+    preferences = client.get(urlsplit(ctx.link(LinkKind.PREFERENCES, lucia.public_id)).path)
+    unsubscribe = client.get(urlsplit(ctx.link(LinkKind.UNSUBSCRIBE, lucia.public_id, "kids")).path)
+    english = client.get(urlsplit(ctx.link(LinkKind.PREFERENCES, lucia.public_id)).path + "?lang=en")
+
+    assert "Niños y jóvenes" in preferences.text and "Kids and teens" not in preferences.text
+    assert "Cancelar la suscripción a Niños y jóvenes" in unsubscribe.text
+    assert "Kids and teens" in english.text and "Niños y jóvenes" not in english.text
+
+
+def test_an_unknown_topic_names_the_known_ones(runner, make_patron):
+    invoke(runner, "topics", "add", "events", "--name", "Events")
+    invoke(runner, "topics", "add", "news", "--name", "News")
+    result = invoke(runner, "export", "contacts", "--purpose", "email_marketing", "--topic", "kids")
+    assert result.exit_code == 1
+    assert result.output == ("Error: unknown topic 'kids'; the topics are: events, news "
+                             "(add one with `topics add`)\n")
+
+
+def test_the_home_page_says_what_the_service_is_and_where_each_person_goes(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    for words in ("Patrons", "Parents and guardians", "Library staff", 'href="/preferences"'):
+        assert words in page.text

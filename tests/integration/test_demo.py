@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 
@@ -55,3 +61,24 @@ def test_demo_finishes_a_run_that_failed_after_the_import(fresh_app, monkeypatch
     finished = fresh_app.test_cli_runner().invoke(args=["demo"])
     assert finished.exit_code == 0, finished.output
     assert counts(fresh_app)[1] > 0
+
+
+def test_the_demos_try_lines_and_addresses_work_as_printed(tmp_path):
+    """Run as a newcomer does (the virtual environment not activated): every "Try:" command runs
+    as printed, and the addresses offered for /preferences are demo patrons'."""
+    flask = Path(sys.executable).with_name("flask")
+    env = {**os.environ, "CONSENT_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+           "CONSENT_MAIL_FILE_DIR": str(tmp_path / "mail"),
+           "PATH": "/usr/bin:/bin"}  # no `flask` on PATH, as before `source .venv/bin/activate`
+    env.pop("CONSENT_ENV", None)
+    demo = subprocess.run([str(flask), "--app", "consent_service", "demo"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=True)
+    lines = demo.stdout.splitlines()
+    tries = lines[lines.index("Try:") + 1:]
+    assert len(tries) == 4
+    for line in tries:
+        ran = subprocess.run(shlex.split(line), cwd=tmp_path, env=env, capture_output=True,
+                             text=True)
+        assert ran.returncode == 0, (line, ran.stderr)
+    [offered] = [line for line in lines if "email me a link" in line]
+    assert "ana.reyes@example.org" in offered and "okafor.family@example.org" in offered

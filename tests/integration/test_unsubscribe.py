@@ -292,6 +292,28 @@ def test_an_overlong_or_unknown_reason_is_refused_with_the_form_again(client, se
     assert session.scalars(select(UnsubscribeFeedback)).all() == []
 
 
+@pytest.mark.parametrize("text", ["NUL \x00 here", "mirror \u202e text", "bell \x07"])
+def test_feedback_with_a_control_character_is_refused_with_one_line_and_nothing_stored(
+        client, session, ctx, patron, text):
+    url = unsubscribe_url(ctx, patron)
+    token = csrf_token(client.post(url).text)
+
+    response = client.post(f"{url}/feedback",
+                           data={"csrf_token": token, "reason": "other", "text": text})
+
+    assert response.status_code == 400
+    assert "it cannot be stored" in main_text(response.text)
+    assert session.scalars(select(UnsubscribeFeedback)).all() == []
+
+
+def test_feedback_line_breaks_are_kept_as_line_feeds(client, session, ctx, patron):
+    url = unsubscribe_url(ctx, patron)
+    token = csrf_token(client.post(url).text)
+    client.post(f"{url}/feedback",
+                data={"csrf_token": token, "reason": "other", "text": "one\r\ntwo"})
+    assert [f.text for f in session.scalars(select(UnsubscribeFeedback))] == ["one\ntwo"]
+
+
 def test_no_reason_is_kept_when_the_patron_has_opted_back_in(client, session, ctx, patron):
     url = unsubscribe_url(ctx, patron)
     token = csrf_token(client.post(url).text)

@@ -296,6 +296,17 @@ def test_without_the_confirmation_and_a_typed_name_nothing_is_recorded(
     assert requests_of(session, maya)[0].status == "pending"
 
 
+@pytest.mark.parametrize("name", ["Pat\x00 Parent", "Pat \u202eParent"])
+def test_a_typed_name_with_a_control_character_is_refused_and_nothing_recorded(
+        client, session, maya, notice_token, name):
+    response = answer(client, notice_token, ["child_programs"], name=name)
+
+    assert response.status_code == 400
+    assert "it cannot be stored" in main_text(response.text)
+    assert ledger_count(session) == 0
+    assert requests_of(session, maya)[0].status == "pending"
+
+
 def test_a_post_without_the_pages_csrf_token_is_refused(client, session, notice_token):
     response = client.post(f"/guardian/{notice_token}", buffered=True,
                            data={"allow": ["child_programs"], "confirm": "y", "name": "Pat"})
