@@ -31,9 +31,9 @@ def register_extensions(app: Flask) -> None:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
-    from consent_service import mail
+    from consent_service.delivery import dispatch
 
-    mail.init_app(app)
+    dispatch.init_app(app)
     from consent_service.web import i18n, security
 
     csrf.init_app(app)

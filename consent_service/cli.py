@@ -350,7 +350,7 @@ def worker(idle_seconds: float, once: bool) -> None:
     API key, suppression changes wait in the outbox until one is configured."""
     from flask import current_app
 
-    from consent_service.mail import send_mail_task
+    from consent_service.delivery.sender import send_mail_task
     from consent_service.sendgrid.suppressions import suppression_client
     from consent_service.services.sendgrid_sync import push_pending_suppressions
     from consent_service.services.sendgrid_webhook import process_stored_batches

@@ -75,10 +75,11 @@ from consent_service.domain.purposes import (
 )
 from consent_service.domain.text import UnsafeTextError, clean_text
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims, LinkKind
-from consent_service.mail import MessageCategory, queue_email, template_language
+from consent_service.mail.compose import MessageCategory, template_language
 from consent_service.models import FamilyRequest, GuardianLink, GuardianRequest, Patron, Topic
 from consent_service.services import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
+from consent_service.services.outgoing_mail import queue_email
 from consent_service.services.patrons import find_by_card
 from consent_service.services.standing import Standing, load_standings
 from consent_service.services.topics import name_in, topic_names

@@ -15,10 +15,11 @@ from consent_service.domain.eligibility import Reason
 from consent_service.domain.ledger import Actor, Decision, Key, Ruling, Source, age_on, resolve
 from consent_service.domain.purposes import CHILD_AGE, EMAIL_PURPOSE, Basis, Purpose
 from consent_service.domain.tokens import LinkKind
-from consent_service.mail import MessageCategory, queue_email
+from consent_service.mail.compose import MessageCategory
 from consent_service.models import ConsentEvent, Patron, Topic
 from consent_service.services import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
+from consent_service.services.outgoing_mail import queue_email
 from consent_service.services.standing import Standing, load_standings
 from consent_service.services.topics import topic_names
 

@@ -12,7 +12,7 @@ from types import FrameType
 from flask import Flask
 
 from consent_service.extensions import db
-from consent_service.mail import describe_error
+from consent_service.mail.compose import describe_error
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
+from consent_service.delivery.mailers import mailer_for
 from consent_service.domain.tokens import LinkKind
 from consent_service.extensions import db
-from consent_service.mail import mailer_for
 from consent_service.models import ConsentEvent
 
 pytestmark = pytest.mark.browser

@@ -11,8 +11,8 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from consent_service.delivery.mailers import mailer_for
 from consent_service.domain.tokens import LinkKind
-from consent_service.mail import mailer_for
 from consent_service.models import ConsentEvent, Patron
 from consent_service.services import ServiceContext
 

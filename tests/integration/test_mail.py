@@ -19,20 +19,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent_service import create_app
+from consent_service.delivery.mailers import MailConfigError, mailer_for
+from consent_service.delivery.sender import CLAIM_SECONDS, send_pending_mail
 from consent_service.domain.tokens import InvalidLinkError, LinkKind
 from consent_service.extensions import csrf, db
-from consent_service.mail import (
-    CLAIM_SECONDS,
-    FileMailer,
-    MailConfigError,
-    MailError,
-    MemoryMailer,
-    SendGridMailer,
-    mailer_for,
-    queue_email,
-    send_pending_mail,
-)
+from consent_service.mail.backends import FileMailer, MemoryMailer
+from consent_service.mail.compose import MailError
 from consent_service.models import OutboxMessage, Topic
+from consent_service.sendgrid.mailer import SendGridMailer
+from consent_service.services.outgoing_mail import queue_email
 from tests.conftest import NOW, app_config
 from tests.fakes.sendgrid_api import FakeSendGrid
 

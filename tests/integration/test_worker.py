@@ -10,7 +10,9 @@ from datetime import UTC
 
 from flask import current_app
 
-from consent_service.mail import mailer_for, queue_email, send_mail_task
+from consent_service.delivery.mailers import mailer_for
+from consent_service.delivery.sender import send_mail_task
+from consent_service.services.outgoing_mail import queue_email
 from consent_service.services.worker import run_worker
 from tests.conftest import NOW
 

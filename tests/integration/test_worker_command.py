@@ -9,8 +9,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from consent_service.mail import mailer_for, queue_email
+from consent_service.delivery.mailers import mailer_for
 from consent_service.models import OutboxMessage, SuppressionSyncJob
+from consent_service.services.outgoing_mail import queue_email
 from tests.conftest import NOW
 from tests.fakes.sendgrid_api import FakeSendGrid
 from tests.integration.sendgrid_fixtures import API_KEY, decide, fake_sendgrid  # noqa: F401

@@ -1,0 +1,1 @@
+"""Delivering queued mail: the chosen backend, the outbox sender, sending right after a commit."""
