@@ -38,9 +38,26 @@ def register_extensions(app: Flask) -> None:
 
     csrf.init_app(app)
     babel.init_app(app, locale_selector=i18n.select_locale)
-    limiter.init_app(app)
+    register_limiter(app)
     i18n.init_app(app)
     security.init_app(app)
+
+
+def register_limiter(app: Flask) -> None:
+    """Bind the limiter to its store; a store that cannot be used is refused in one line, which names
+    only the store's scheme (its URL may hold a password)."""
+    from limits.errors import ConfigurationError
+
+    from consent_service import ratelimit  # noqa: F401 - registers the database:// store
+
+    try:
+        limiter.init_app(app)
+    except ConfigurationError as error:
+        url = app.config["RATELIMIT_STORAGE_URI"]
+        shown = url.split("://", 1)[0] + "://…"
+        raise settings.UnsafeConfigError(
+            f"CONSENT_RATELIMIT_STORAGE_URL={shown} cannot be used: {str(error).replace(url, shown)}"
+        ) from None
 
 
 def register_blueprints(app: Flask) -> None:

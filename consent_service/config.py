@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -14,6 +15,11 @@ from consent_service.domain.guardians import DEMO_VENDORS
 
 DEV_SECRET_KEY = "dev-only-insecure-secret-key"  # noqa: S105 - refused in production
 DEV_ADDRESS_HASH_KEY = "dev-only-insecure-address-hash-key"
+MIN_KEY_LENGTH = 32
+ENVIRONMENTS = ("development", "production")
+# The rate-limit store in production unless CONSENT_RATELIMIT_STORAGE_URL names another shared one
+# (consent_service/ratelimit.py); development counts in memory.
+DATABASE_RATELIMIT_STORAGE = "database://"
 
 # CONSENT_<NAME> environment variable -> (config key, parser)
 _ENVIRONMENT: dict[str, tuple[str, Any]] = {
@@ -42,7 +48,8 @@ _ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "LINK_DAYS_PREFERENCES": ("LINK_DAYS_PREFERENCES", int),
     "LINK_DAYS_GUARDIAN": ("LINK_DAYS_GUARDIAN", int),
     "LINK_DAYS_FAMILY": ("LINK_DAYS_FAMILY", int),
-    "RATELIMIT_STORAGE_URI": ("RATELIMIT_STORAGE_URI", str),
+    "RATELIMIT_STORAGE_URI": ("RATELIMIT_STORAGE_URI", str),  # the older spelling, still read
+    "RATELIMIT_STORAGE_URL": ("RATELIMIT_STORAGE_URI", str),
     "GUARDIAN_RESPONSE_DAYS": ("GUARDIAN_RESPONSE_DAYS", int),
     "GUARDIAN_VENDOR_METHOD": ("GUARDIAN_VENDOR_METHOD", str),
     "VENDORS": ("VENDORS", str),
@@ -89,8 +96,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "LINK_DAYS_PREFERENCES": 30,
         "LINK_DAYS_GUARDIAN": 7,
         "LINK_DAYS_FAMILY": 30,
-        # public pages: rate limits (a shared store, e.g. redis://, when running several processes)
-        "RATELIMIT_STORAGE_URI": "memory://",
+        # public pages: rate limits. Unset: memory:// in development, database:// (the service's own
+        # database, shared by every process) in production; see `load`.
+        "RATELIMIT_STORAGE_URI": "",
         "RATELIMIT_HEADERS_ENABLED": True,
         "PREFERENCE_LINK_LIMIT_PER_CLIENT": "20 per hour",
         "PREFERENCE_LINK_LIMIT_PER_ADDRESS": "3 per hour",
@@ -124,29 +132,62 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return settings
 
 
+def check_environment(config: Mapping[str, Any]) -> None:
+    """Refuse a `CONSENT_ENV` that is neither `development` nor `production`: a typo must not quietly
+    run development mode, with its published keys and no checks."""
+    environment = config.get("CONSENT_ENV")
+    if environment not in ENVIRONMENTS:
+        raise UnsafeConfigError(
+            f"CONSENT_ENV must be development or production, not {environment!r}")
+
+
+def _refuse(reason: str) -> UnsafeConfigError:
+    return UnsafeConfigError(f"refusing to start in production: {reason}")
+
+
+def _check_key(variable: str, value: str, *, note: str = "") -> None:
+    """One signing or hashing key: not a development key (published with the source), and long
+    enough not to be guessed."""
+    if value in (DEV_SECRET_KEY, DEV_ADDRESS_HASH_KEY):
+        problem = "a development key, which is published with the source"
+    elif len(value) < MIN_KEY_LENGTH:
+        problem = f"a key shorter than {MIN_KEY_LENGTH} characters"
+    else:
+        return
+    raise _refuse(f"{variable} holds {problem}; use a random value of {MIN_KEY_LENGTH}+ characters{note}")
+
+
 def check_production(config: Mapping[str, Any]) -> None:
-    """Refuse to run in production with the development secrets or without a public address."""
+    """Refuse to run in production with a development or short key (link keys, retired link keys
+    and the address hash key), a link key that is also the address hash key, unsigned webhooks, no
+    public https address, mail that is never sent, or rate limits counted in each process apart."""
     if config.get("CONSENT_ENV") != "production":
         return
     secret = config.get("SECRET_KEY") or ""
-    if secret == DEV_SECRET_KEY or len(secret) < 32:
-        raise UnsafeConfigError(
-            "refusing to start in production: set CONSENT_SECRET_KEY to a random value of 32+ characters"
-        )
+    fallbacks = list(config.get("SECRET_KEY_FALLBACKS") or [])
     hash_key = config.get("ADDRESS_HASH_KEY") or ""
-    if hash_key == DEV_ADDRESS_HASH_KEY or len(hash_key) < 32:
-        raise UnsafeConfigError(
-            "refusing to start in production: set CONSENT_ADDRESS_HASH_KEY to a random value of 32+ "
-            "characters (and never change it: suppressed addresses are stored under it)"
-        )
+    _check_key("CONSENT_SECRET_KEY", secret)
+    for fallback in fallbacks:
+        _check_key("CONSENT_SECRET_KEY_FALLBACKS", fallback)
+    _check_key("CONSENT_ADDRESS_HASH_KEY", hash_key,
+               note=" (and never change it: suppressed addresses are stored under it)")
+    if secret == hash_key:
+        raise _refuse("CONSENT_SECRET_KEY is the same as CONSENT_ADDRESS_HASH_KEY; each needs its "
+                      "own random value")
+    if hash_key in fallbacks:
+        raise _refuse("CONSENT_SECRET_KEY_FALLBACKS holds CONSENT_ADDRESS_HASH_KEY; link keys and "
+                      "the address hash key must differ")
     if not config.get("SENDGRID_WEBHOOK_VERIFY", True):
-        raise UnsafeConfigError(
-            "refusing to start in production: CONSENT_SENDGRID_WEBHOOK_VERIFY=false would accept "
-            "forged SendGrid events; set the webhook's public key instead")
+        raise _refuse("CONSENT_SENDGRID_WEBHOOK_VERIFY=false would accept forged SendGrid events; "
+                      "set the webhook's public key instead")
     if not config.get("PUBLIC_BASE_URL", "").startswith("https://"):
-        raise UnsafeConfigError(
-            "refusing to start in production: set CONSENT_PUBLIC_BASE_URL to the service's public https URL"
-        )
+        raise _refuse("set CONSENT_PUBLIC_BASE_URL to the service's public https URL")
+    if config.get("MAIL_BACKEND") == "memory":
+        raise _refuse("CONSENT_MAIL_BACKEND=memory keeps mail in memory and sends none; use sendgrid")
+    if urlsplit(config.get("RATELIMIT_STORAGE_URI") or "").scheme == "memory":
+        raise _refuse("CONSENT_RATELIMIT_STORAGE_URL=memory:// counts in each process apart, so every "
+                      "worker multiplies the limits; leave it unset (the service's database) or name "
+                      "a shared store such as redis://")
 
 
 def load(instance_path: str, test_config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -155,5 +196,11 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None) -> dict[str,
     config.update(from_environment(os.environ))
     if test_config:
         config.update(test_config)
+    check_environment(config)
+    production = config["CONSENT_ENV"] == "production"
+    if not config["RATELIMIT_STORAGE_URI"]:
+        config["RATELIMIT_STORAGE_URI"] = DATABASE_RATELIMIT_STORAGE if production else "memory://"
+    if production:  # the session cookie (CSRF token, chosen language) travels only over https
+        config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True)
     check_production(config)
     return config

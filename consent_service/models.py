@@ -381,3 +381,16 @@ class FamilyRequest(db.Model):
     status: Mapped[str] = mapped_column(String(16), default="open", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RateLimitCounter(db.Model):
+    """The hits of one rate limit (a key such as a client or an address's keyed hash, never an
+    address) in its current fixed window, shared by every process that serves the pages. A row whose
+    window has passed counts nothing and is deleted when another window opens
+    (consent_service/ratelimit.py)."""
+
+    __tablename__ = "rate_limit_counters"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

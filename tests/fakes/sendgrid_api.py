@@ -6,7 +6,6 @@ import base64
 import functools
 import gzip
 import json
-import os
 import random
 import re
 import secrets
@@ -30,9 +29,8 @@ from jsonschema.protocols import Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-# The team's shared folder sits beside the checkout (../shared), in development and in CI alike.
-DEFAULT_SPEC_DIR = Path(os.environ.get(
-    "SENDGRID_OPENAPI_DIR", Path(__file__).resolve().parents[3] / "shared" / "sendgrid-openapi"))
+# SendGrid's own OpenAPI documents, kept in the repository (see its README for the source and licence).
+SPEC_DIR = Path(__file__).resolve().parent / "sendgrid-openapi"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -237,9 +235,9 @@ def _json_schema_pointer(document: Any, pointer: str) -> tuple[dict[str, Any], s
     return node, f"{pointer}/content/application~1json/schema" if has_schema else None
 
 
-@functools.lru_cache(maxsize=4)
-def _load_spec(spec_dir: str) -> _Spec:
-    return _Spec(Path(spec_dir))
+@functools.lru_cache(maxsize=1)
+def _load_spec() -> _Spec:
+    return _Spec(SPEC_DIR)
 
 
 def _escape(token: str) -> str:
@@ -350,9 +348,9 @@ class FakeSendGrid:
     rate_limit = 600
     default_page_size = 500
 
-    def __init__(self, api_key: str = "test-key", spec_dir: Path | str | None = None) -> None:
+    def __init__(self, api_key: str = "test-key") -> None:
         self.api_key = api_key
-        self._spec = _load_spec(str(spec_dir or DEFAULT_SPEC_DIR))
+        self._spec = _load_spec()
         self._lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

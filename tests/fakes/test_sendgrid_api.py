@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -514,3 +518,31 @@ def test_signer_signature_verifies_with_the_official_helper() -> None:
         payload.decode().replace("unsubscribe", "open"), signature, timestamp, public_key
     )
     assert not verifier.verify_signature(payload.decode(), signature, "1700000001", public_key)
+
+
+def test_the_fake_checks_calls_against_the_spec_kept_in_the_repository(tmp_path: Path) -> None:
+    """A fresh clone has nothing beside it: the fake (copied alone into an empty folder) still finds
+    SendGrid's documents and refuses a call they do not allow."""
+    clone = tmp_path / "checkout"
+    shutil.copytree(Path(__file__).parent, clone / "tests" / "fakes",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    script = (
+        "import json, urllib.error, urllib.request\n"
+        "from tests.fakes.sendgrid_api import FakeSendGrid\n"
+        "with FakeSendGrid() as fake:\n"
+        "    request = urllib.request.Request(fake.url + '/v3/asm/groups/1/suppressions', method='POST',\n"
+        "        data=b'{\"emails\": []}', headers={'Authorization': 'Bearer test-key',\n"
+        "                                          'Content-Type': 'application/json'})\n"
+        "    try:\n"
+        "        urllib.request.urlopen(request, timeout=5)\n"
+        "    except urllib.error.HTTPError as error:\n"
+        "        error.close()\n"
+        "        print(error.code, fake.violations)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=clone, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("400 ")
+    assert "recipient_emails" in done.stdout
+    assert (clone / "tests" / "fakes" / "sendgrid-openapi" / "LICENSE").read_text().startswith(
+        "MIT License")

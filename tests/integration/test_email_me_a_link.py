@@ -141,5 +141,7 @@ def test_the_message_is_in_the_patrons_own_language_whatever_the_page_used(app, 
 def test_a_shared_rate_limit_store_is_a_setting():
     from consent_service.config import from_environment
 
-    settings = from_environment({"CONSENT_RATELIMIT_STORAGE_URI": "redis://cache.internal:6379/2"})
+    settings = from_environment({"CONSENT_RATELIMIT_STORAGE_URL": "redis://cache.internal:6379/2"})
     assert settings == {"RATELIMIT_STORAGE_URI": "redis://cache.internal:6379/2"}
+    older_spelling = from_environment({"CONSENT_RATELIMIT_STORAGE_URI": "redis://cache.internal:6379/2"})
+    assert older_spelling == settings

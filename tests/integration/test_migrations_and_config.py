@@ -18,6 +18,8 @@ from tests.conftest import app_config
 
 REAL_SECRET_KEY = "a-real-secret-key-of-forty-random-characters"
 REAL_ADDRESS_HASH_KEY = "a-real-address-hash-key-of-forty-characters"
+RETIRED_SECRET_KEY = "a-retired-secret-key-of-forty-characters"
+REFUSING = "refusing to start in production: "
 PRODUCTION = {
     "CONSENT_ENV": "production",
     "TESTING": True,
@@ -36,14 +38,28 @@ def _no_consent_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def flask_command(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    """Run `flask --app consent_service ARGS` as an operator would, against `database_url`."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
-    environment["CONSENT_DATABASE_URL"] = database_url
+def flask_command(*args: str, database_url: str,
+                  environment: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `flask --app consent_service ARGS` as an operator would, against `database_url`, with
+    `environment`'s CONSENT_* settings and no others."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(environment or {})
+    env["CONSENT_DATABASE_URL"] = database_url
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "consent_service", *args],
-        env=environment, capture_output=True, text=True, timeout=120, check=False,
+        env=env, capture_output=True, text=True, timeout=120, check=False,
     )
+
+
+def production_environment(**changes: str) -> dict[str, str]:
+    """The CONSENT_* variables of a safe production deployment, with `changes`."""
+    return {
+        "CONSENT_ENV": "production",
+        "CONSENT_SECRET_KEY": REAL_SECRET_KEY,
+        "CONSENT_ADDRESS_HASH_KEY": REAL_ADDRESS_HASH_KEY,
+        "CONSENT_PUBLIC_BASE_URL": "https://consent.library.example",
+        **changes,
+    }
 
 
 def unreachable_sqlite(tmp_path: Path) -> str:
@@ -106,6 +122,112 @@ def test_production_refuses_to_start_and_names_the_setting_to_fix(setting: str, 
         create_app({**PRODUCTION, setting: value})
 
 
+KEY_ADVICE = "use a random value of 32+ characters"
+HASH_KEY_ADVICE = KEY_ADVICE + " (and never change it: suppressed addresses are stored under it)"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"SECRET_KEY_FALLBACKS": [DEV_SECRET_KEY]},
+         f"CONSENT_SECRET_KEY_FALLBACKS holds a development key, which is published with the source; "
+         f"{KEY_ADVICE}"),
+        ({"SECRET_KEY_FALLBACKS": [RETIRED_SECRET_KEY, DEV_ADDRESS_HASH_KEY]},
+         f"CONSENT_SECRET_KEY_FALLBACKS holds a development key, which is published with the source; "
+         f"{KEY_ADVICE}"),
+        ({"SECRET_KEY_FALLBACKS": [RETIRED_SECRET_KEY, "old-short-key"]},
+         f"CONSENT_SECRET_KEY_FALLBACKS holds a key shorter than 32 characters; {KEY_ADVICE}"),
+        ({"SECRET_KEY": DEV_ADDRESS_HASH_KEY},
+         f"CONSENT_SECRET_KEY holds a development key, which is published with the source; "
+         f"{KEY_ADVICE}"),
+        ({"ADDRESS_HASH_KEY": DEV_SECRET_KEY},
+         f"CONSENT_ADDRESS_HASH_KEY holds a development key, which is published with the source; "
+         f"{HASH_KEY_ADVICE}"),
+        ({"SECRET_KEY": REAL_ADDRESS_HASH_KEY},
+         "CONSENT_SECRET_KEY is the same as CONSENT_ADDRESS_HASH_KEY; each needs its own random value"),
+        ({"SECRET_KEY_FALLBACKS": [REAL_ADDRESS_HASH_KEY]},
+         "CONSENT_SECRET_KEY_FALLBACKS holds CONSENT_ADDRESS_HASH_KEY; link keys and the address hash "
+         "key must differ"),
+        ({"MAIL_BACKEND": "memory"},
+         "CONSENT_MAIL_BACKEND=memory keeps mail in memory and sends none; use sendgrid"),
+        ({"RATELIMIT_STORAGE_URI": "memory://"},
+         "CONSENT_RATELIMIT_STORAGE_URL=memory:// counts in each process apart, so every worker "
+         "multiplies the limits; leave it unset (the service's database) or name a shared store such "
+         "as redis://"),
+    ],
+    ids=["dev-key-as-fallback", "dev-hash-key-as-fallback", "short-fallback", "dev-hash-key-as-secret",
+         "dev-secret-as-hash-key", "secret-is-hash-key", "fallback-is-hash-key", "memory-mail",
+         "memory-rate-limits"],
+)
+def test_production_refuses_every_unsafe_key_mail_backend_and_rate_limit_store_in_one_line(
+        settings: dict[str, object], message: str):
+    with pytest.raises(UnsafeConfigError) as refused:
+        create_app({**PRODUCTION, **settings})
+    assert str(refused.value) == REFUSING + message
+
+
+def test_production_with_the_development_key_as_a_fallback_refuses_to_start_from_the_flask_command(
+        tmp_path: Path):
+    done = flask_command("patrons", "show", "1", database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}",
+                         environment=production_environment(
+                             CONSENT_SECRET_KEY_FALLBACKS=f"{RETIRED_SECRET_KEY},{DEV_SECRET_KEY}"))
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"Error: {REFUSING}CONSENT_SECRET_KEY_FALLBACKS holds a development key, which is published "
+        f"with the source; {KEY_ADVICE}")
+
+
+def test_production_from_the_environment_alone_refuses_the_development_key_as_a_fallback(
+        monkeypatch: pytest.MonkeyPatch):
+    for name, value in production_environment(CONSENT_SECRET_KEY_FALLBACKS=DEV_SECRET_KEY).items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UnsafeConfigError) as refused:
+        create_app()
+    assert str(refused.value).startswith(f"{REFUSING}CONSENT_SECRET_KEY_FALLBACKS holds a development key")
+
+
+@pytest.mark.parametrize("typed", ["Production", "prod", "production ", "PRODUCTION", "testing"])
+def test_a_mistyped_environment_refuses_to_start_instead_of_running_development_mode(
+        monkeypatch: pytest.MonkeyPatch, typed: str):
+    monkeypatch.setenv("CONSENT_ENV", typed)
+    with pytest.raises(UnsafeConfigError) as refused:
+        create_app()
+    assert str(refused.value) == f"CONSENT_ENV must be development or production, not {typed!r}"
+
+
+def test_the_flask_command_refuses_a_mistyped_environment_in_one_line(tmp_path: Path):
+    done = flask_command("patrons", "show", "1", database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}",
+                         environment=production_environment(CONSENT_ENV="Production"))
+    assert done.returncode == 1
+    assert done.stderr.strip() == "Error: CONSENT_ENV must be development or production, not 'Production'"
+
+
+def test_production_sends_the_session_cookie_only_over_https_and_never_to_scripts():
+    client = create_app(PRODUCTION).test_client()
+    page = client.get("/preferences", base_url="https://consent.library.example")
+    [cookie] = page.headers.getlist("Set-Cookie")
+    attributes = [part.strip() for part in cookie.split(";")]
+    assert cookie.startswith("session=")
+    assert {"Secure", "HttpOnly", "SameSite=Lax"} <= set(attributes)
+
+
+def test_production_counts_rate_limits_in_its_own_database_and_development_in_memory():
+    assert create_app(PRODUCTION).config["RATELIMIT_STORAGE_URI"] == "database://"
+    assert create_app({**PRODUCTION, "CONSENT_ENV": "development"}
+                      ).config["RATELIMIT_STORAGE_URI"] == "memory://"
+
+
+def test_the_flask_command_refuses_a_rate_limit_store_it_cannot_use_in_one_line(tmp_path: Path):
+    done = flask_command("patrons", "show", "1", database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}",
+                         environment=production_environment(
+                             CONSENT_RATELIMIT_STORAGE_URL="carrier-pigeon://keeper:s3cret@loft"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line == ("Error: CONSENT_RATELIMIT_STORAGE_URL=carrier-pigeon://… cannot be used: "
+                    "unknown storage scheme : carrier-pigeon://…")
+
+
 def test_production_from_the_environment_alone_refuses_the_development_secret_key(
         monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CONSENT_ENV", "production")
@@ -119,20 +241,23 @@ def test_settings_are_read_from_consent_environment_variables(monkeypatch: pytes
     monkeypatch.setenv("CONSENT_ENV", "production")
     monkeypatch.setenv("CONSENT_DATABASE_URL", database_url)
     monkeypatch.setenv("CONSENT_SECRET_KEY", REAL_SECRET_KEY)
-    monkeypatch.setenv("CONSENT_SECRET_KEY_FALLBACKS", "retired-key-one,retired-key-two")
+    monkeypatch.setenv("CONSENT_SECRET_KEY_FALLBACKS", f"{RETIRED_SECRET_KEY},{RETIRED_SECRET_KEY}-2")
     monkeypatch.setenv("CONSENT_ADDRESS_HASH_KEY", REAL_ADDRESS_HASH_KEY)
     monkeypatch.setenv("CONSENT_PUBLIC_BASE_URL", "https://consent.library.example/")
-    monkeypatch.setenv("CONSENT_MAIL_BACKEND", "memory")
+    monkeypatch.setenv("CONSENT_MAIL_BACKEND", "sendgrid")
+    monkeypatch.setenv("CONSENT_SENDGRID_API_KEY", "SG.test-key")
+    monkeypatch.setenv("CONSENT_RATELIMIT_STORAGE_URL", "database://")
     monkeypatch.setenv("CONSENT_SENDGRID_WEBHOOK_MAX_AGE", "600")
 
     config = create_app().config
 
     assert config["SQLALCHEMY_DATABASE_URI"] == database_url
     assert config["SECRET_KEY"] == REAL_SECRET_KEY
-    assert config["SECRET_KEY_FALLBACKS"] == ["retired-key-one", "retired-key-two"]
+    assert config["SECRET_KEY_FALLBACKS"] == [RETIRED_SECRET_KEY, f"{RETIRED_SECRET_KEY}-2"]
     assert config["ADDRESS_HASH_KEY"] == REAL_ADDRESS_HASH_KEY
     assert config["PUBLIC_BASE_URL"] == "https://consent.library.example"
-    assert config["MAIL_BACKEND"] == "memory"
+    assert config["MAIL_BACKEND"] == "sendgrid"
+    assert config["RATELIMIT_STORAGE_URI"] == "database://"
     assert config["SENDGRID_WEBHOOK_MAX_AGE"] == 600
 
 
