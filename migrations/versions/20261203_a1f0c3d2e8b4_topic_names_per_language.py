@@ -1,14 +1,14 @@
 """topic names per language
 
 Revision ID: a1f0c3d2e8b4
-Revises: 23c7e4156b3a
+Revises: 655b7bdcf734
 Created: 2026-12-03
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = 'a1f0c3d2e8b4'
-down_revision = '23c7e4156b3a'
+down_revision = '655b7bdcf734'
 branch_labels = None
 depends_on = None
 
