@@ -93,7 +93,8 @@ def read_csv(path: Path, *, required: Collection[str], known: Collection[str],
 
     A column not in `known` is ignored (the ILS's exports carry many), and listed in the file's
     `notes`. But one that looks like a misspelt known column the header lacks (`birthdate` for
-    `birth_date`: difflib's close match, or the same first word, like `email_address` for `email`)
+    `birth_date`: difflib's close match; or a name that is the other with words added after an
+    underscore, like `email_address` for `email`)
     refuses the file unless `allow_partial`: the misspelt column would be ignored in silence, and a
     patron without a birth date counts as an adult. With `allow_partial`, it is noted and ignored.
 
@@ -205,8 +206,9 @@ def _check_header(file_name: str, line: int, header: tuple[str, ...], required: 
 
 
 def _closest(name: str, candidates: Sequence[str]) -> str | None:
-    """The known column `name` looks like a misspelling of, if any: one that starts with the same
-    word (`email_address`, `email`), or difflib's closest match (`birthdate`, `birth_date`)."""
+    """The known column `name` looks like a misspelling of, if any: one that is `name` with words
+    added after an underscore or the other way round (`first` and `first_name`, `email_address`
+    and `email`), else difflib's closest match (`birthdate` and `birth_date`)."""
     for candidate in candidates:
         if name.startswith(candidate + "_") or candidate.startswith(name + "_"):
             return candidate
