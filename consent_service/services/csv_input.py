@@ -92,11 +92,10 @@ def read_csv(path: Path, *, required: Collection[str], known: Collection[str],
     saved with the wrong delimiter reads as one column).
 
     A column not in `known` is ignored (the ILS's exports carry many), and listed in the file's
-    `notes`. But one that looks like a misspelt known column the header lacks (`birthdate` for
-    `birth_date`: difflib's close match; or a name that is the other with words added after an
-    underscore, like `email_address` for `email`)
-    refuses the file unless `allow_partial`: the misspelt column would be ignored in silence, and a
-    patron without a birth date counts as an adult. With `allow_partial`, it is noted and ignored.
+    `notes`. But one that looks like a misspelt known column the header lacks (see `_closest`:
+    `birthdate` for `birth_date`, `email_address` for `email`) refuses the file unless
+    `allow_partial`: the misspelt column would be ignored in silence, and a patron without a birth
+    date counts as an adult. With `allow_partial`, it is noted and ignored.
 
     Every value goes through `clean_text` (multi-line for the `multiline` columns); a value it
     refuses makes a row problem naming the column and the character. A row with more or fewer
