@@ -82,11 +82,15 @@ def _progress(path: Path, label: str) -> Iterator[Callable[[], None]]:
         yield lambda: bar.update(1)
 
 
-def _run_import(importer: Callable[..., Any], file: Path, skip_invalid: bool, label: str) -> None:
-    """Run a CSV import with a progress bar; print each problem with its line, then the summary."""
+def _run_import(importer: Callable[..., Any], file: Path, skip_invalid: bool, allow_partial: bool,
+                label: str) -> None:
+    """Run a CSV import with a progress bar; print the notes on its columns, each problem with its
+    line, then the summary."""
     with _progress(file, label) as tick:
         report = importer(db.session, runtime.context(), file, now=runtime.now(),
-                          skip_invalid=skip_invalid, on_row=tick)
+                          skip_invalid=skip_invalid, allow_partial=allow_partial, on_row=tick)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
     for problem in report.problems:
         click.echo(f"line {problem.line}: {problem.message}", err=True)
     click.echo(report.summary())
@@ -97,12 +101,17 @@ def _run_import(importer: Callable[..., Any], file: Path, skip_invalid: bool, la
 @patrons.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--skip-invalid", is_flag=True, help="Write the good rows and list the bad ones.")
-def patrons_import(file: Path, skip_invalid: bool) -> None:
+@click.option("--allow-partial", is_flag=True,
+              help="Import even when the header has a column that looks misspelt (it is ignored) "
+                   "or no known column but card_number.")
+def patrons_import(file: Path, skip_invalid: bool, allow_partial: bool) -> None:
     """Create or update patrons from the ILS's CSV export (by card number). Never changes a consent
-    decision. Atomic unless --skip-invalid: any bad row and nothing is written."""
+    decision. Atomic unless --skip-invalid: any bad row and nothing is written. Unknown columns are
+    ignored and listed; one that looks like a misspelt known column refuses the file unless
+    --allow-partial."""
     from consent_service.services.patron_import import import_patrons
 
-    _run_import(import_patrons, file, skip_invalid, "Importing patrons")
+    _run_import(import_patrons, file, skip_invalid, allow_partial, "Importing patrons")
 
 
 @patrons.command("show")
@@ -118,11 +127,15 @@ def patrons_show(card: str) -> None:
 @consents.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--skip-invalid", is_flag=True, help="Record the good rows and list the bad ones.")
-def consents_import(file: Path, skip_invalid: bool) -> None:
-    """Record historic decisions (paper forms, a previous system), keeping their time, source and actor."""
+@click.option("--allow-partial", is_flag=True,
+              help="Import even when the header has a column that looks misspelt (it is ignored).")
+def consents_import(file: Path, skip_invalid: bool, allow_partial: bool) -> None:
+    """Record historic decisions (paper forms, a previous system), keeping their time, source and
+    actor. Unknown columns are ignored and listed; one that looks like a misspelt known column
+    refuses the file unless --allow-partial."""
     from consent_service.services.consent_import import import_consents
 
-    _run_import(import_consents, file, skip_invalid, "Importing decisions")
+    _run_import(import_consents, file, skip_invalid, allow_partial, "Importing decisions")
 
 
 @topics.command("add")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -14,19 +15,54 @@ class InvalidEmailError(ConsentServiceError):
     """An email address that cannot receive mail as written."""
 
 
-def normalize_email(raw: str) -> str:
+# Besides letters and digits, what the local part (before the @) may hold: the characters that
+# real mailboxes use (first.last, first_last, first-last, user+tag, o'brien).
+LOCAL_PART_PUNCTUATION = frozenset(".-_+'")
+
+
+def normalize_email(raw: str, *, strict: bool = True) -> str:
     """The canonical form of an address: trimmed, syntax-checked, lower-cased.
 
     Lower-casing the local part is technically lossy (RFC 5321), but SendGrid and every mailbox
     provider the library's patrons use treat it case-insensitively, and an unsubscribe must match
     however the address was typed. No DNS lookup: imports must not depend on the network.
+
+    The syntax is email-validator's (RFC 5322 and 6531, no quoted local part), and, when `strict`,
+    the local part must also be what a real mail system delivers to: letters (any script, with
+    their combining marks) and digits, and `.`, `_`, `-`, `+`, `'` (o'brien), starting with a
+    letter or a digit. RFC 5322 also allows `!#$%&*/=?^`{|}~`, but no mailbox provider hands out
+    such addresses, and an address like `=cmd|'/Ccalc'!A0@example.org` is valid to the RFC while
+    it is a formula to a spreadsheet and a trap in every tool the address passes through: refusing
+    it where addresses enter costs no patron a mailbox. `strict=False` is for an address another
+    system reports (a SendGrid event or suppression): it was mailed already, and its opt-out must
+    still find the address it belongs to.
+
+    :raise InvalidEmailError: saying what is wrong with the address.
     """
     text = raw.strip()
     try:
         checked = validate_email(text, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
         raise InvalidEmailError(f"not a valid email address: {exc}") from None
+    if strict:
+        problem = _local_part_problem(checked.local_part)
+        if problem:
+            raise InvalidEmailError(f"not a valid email address: {problem}")
     return checked.normalized.lower()
+
+
+def _local_part_problem(local: str) -> str | None:
+    """What in the part before the @ no real mailbox has, or None."""
+    first = local[:1]
+    if not (first.isdecimal() or unicodedata.category(first).startswith("L")):
+        return "the part before the @-sign must start with a letter or a digit"
+    for char in local:
+        if char.isdecimal() or char in LOCAL_PART_PUNCTUATION:
+            continue
+        if unicodedata.category(char)[0] not in "LM":
+            return (f"the part before the @-sign may hold only letters, digits and . _ - + ' "
+                    f"(not {char!r})")
+    return None
 
 
 def address_key(secret: bytes, normalized_email: str) -> str:

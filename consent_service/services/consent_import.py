@@ -28,6 +28,7 @@ from consent_service.services.patron_import import CHUNK, load_patrons_by_card
 
 COLUMNS = ("card_number", "purpose", "topic", "decision", "occurred_at", "source", "actor", "note")
 REQUIRED = ("card_number", "purpose", "decision", "occurred_at", "actor")
+MULTILINE_COLUMNS = ("note",)  # a note may hold line breaks and tabs, as a staff note may
 ACTORS = (Actor.PATRON, Actor.GUARDIAN, Actor.STAFF)
 
 # What makes two events the same decision: patron, purpose, topic, decision, actor, occurred_at.
@@ -60,14 +61,17 @@ class _DecisionRow:
 
 
 def import_consents(session: Session, ctx: ServiceContext, path: Path, *, now: datetime,
-                    skip_invalid: bool, on_row: Callable[[], None] | None = None
-                    ) -> ConsentImportReport:
+                    skip_invalid: bool, allow_partial: bool = False,
+                    on_row: Callable[[], None] | None = None) -> ConsentImportReport:
     """Record each row's decision through `record_decision`, keeping its time, source and actor.
 
     Every row is checked first (card, purpose, topic, decision, time with offset and not in the
     future, source, actor), and every problem is reported with its line. Atomic by default: one bad
     row, or one row the ledger refuses, and nothing is written. With `skip_invalid`, the good rows
-    are recorded and the bad ones listed. Either way the import commits once, at the end.
+    are recorded and the bad ones listed. Either way the import commits once, at the end. Every
+    value is text `clean_text` allows (a note may hold line breaks); a control character or a bidi
+    override rejects its row. A column that looks like a misspelt known one (`notes` for `note`)
+    refuses the file unless `allow_partial` (see `read_csv`).
 
     Rows are applied in file order, and since the decision in force is the one that occurred last,
     any order of the same rows gives the same state. Re-running a file records nothing new: a row
@@ -78,7 +82,10 @@ def import_consents(session: Session, ctx: ServiceContext, path: Path, *, now: d
     """
     report = ConsentImportReport()
     tick = on_row or _no_progress
-    csv_rows = read_csv(path, required=REQUIRED, known=COLUMNS)
+    csv_file = read_csv(path, required=REQUIRED, known=COLUMNS, multiline=MULTILINE_COLUMNS,
+                        allow_partial=allow_partial)
+    report.notes.extend(csv_file.notes)
+    csv_rows = csv_file.rows
     cards = {row.values.get("card_number", "") for row in csv_rows}
     patrons = load_patrons_by_card(session, cards - {""})
     checker = _RowChecker(session, ctx, patrons, now, path.name)
@@ -100,7 +107,7 @@ def import_consents(session: Session, ctx: ServiceContext, path: Path, *, now: d
             report.reject(row.line, row.problems)
     if report.problems and not skip_invalid:
         session.rollback()
-        return ConsentImportReport(problems=report.problems)
+        return ConsentImportReport(problems=report.problems, notes=report.notes)
     session.commit()
     return report
 
@@ -160,27 +167,35 @@ class _RowChecker:
         self._topics: dict[tuple[str, str], str | None] = {}  # (purpose, topic) -> problem
 
     def check(self, row: CsvRow) -> _DecisionRow:
+        """The row's request, or its problems. A column whose text was refused is reported once,
+        for its character, and not checked further."""
         values = row.values
-        problems = [row.shape_problem] if row.shape_problem else []
+        problems = list(row.problems)
+        dropped: list[str] = []  # "is empty" and the like, for a column absent as it was refused
+
+        def problems_for(column: str) -> list[str]:
+            return dropped if column in row.refused else problems
+
         card = values.get("card_number", "")
         patron = self._patrons.get(card)
         if not card:
-            problems.append("card_number is empty")
+            problems_for("card_number").append("card_number is empty")
         elif patron is None:
             problems.append(f"no patron has card number {card!r}")
 
-        purpose = self._purpose(values.get("purpose", ""), problems)
+        purpose = self._purpose(values.get("purpose", ""), problems_for("purpose"))
         topic = values.get("topic", "")
         if purpose is not None and topic:
             problem = self._topic_problem(purpose, topic)
             if problem:
                 problems.append(problem)
-        decision = _one_of(Decision, "decision", values.get("decision", ""), problems)
-        occurred_at = self._occurred_at(values.get("occurred_at", ""), problems)
+        decision = _one_of(Decision, "decision", values.get("decision", ""), problems_for("decision"))
+        occurred_at = self._occurred_at(values.get("occurred_at", ""), problems_for("occurred_at"))
         source = _one_of(Source, "source", values.get("source", "") or Source.IMPORT.value,
-                         problems)
-        actor = _one_of(Actor, "actor", values.get("actor", ""), problems, allowed=ACTORS)
-        if (problems or patron is None or purpose is None or decision is None
+                         problems_for("source"))
+        actor = _one_of(Actor, "actor", values.get("actor", ""), problems_for("actor"),
+                        allowed=ACTORS)
+        if (row.refused or problems or patron is None or purpose is None or decision is None
                 or occurred_at is None or source is None or actor is None):
             return _DecisionRow(row.line, problems=problems)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import difflib
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from consent_service.domain import ConsentServiceError
+from consent_service.domain.text import UnsafeTextError, clean_text
 
 
 class ImportFileError(ConsentServiceError):
@@ -25,9 +27,11 @@ class RowProblem:
 
 @dataclass
 class ImportReport:
-    """What an import did: how many rows ended which way, and each rejected row with its reasons."""
+    """What an import did: how many rows ended which way, each rejected row with its reasons, and
+    notes about the file (the columns it ignored)."""
 
     problems: list[RowProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
@@ -50,22 +54,52 @@ class ImportReport:
 @dataclass(frozen=True)
 class CsvRow:
     """A data row: the physical line it starts on, the values of the header's known columns
-    (trimmed), and what is wrong with its shape when it has more or fewer fields than the header."""
+    (trimmed, and in Unicode NFC by `clean_text`), and what is wrong with the row as text: more or
+    fewer fields than the header (a short row must not blank the columns it lacks), or a value
+    holding a character no stored text may hold. Such a value is left out of `values` and its
+    column is in `refused`, so that no check and no query sees it."""
 
     line: int
     values: dict[str, str]
-    shape_problem: str | None = None
+    problems: tuple[str, ...] = ()
+    refused: frozenset[str] = frozenset()
 
 
-def read_csv(path: Path, *, required: Collection[str], known: Collection[str]) -> list[CsvRow]:
+@dataclass(frozen=True)
+class CsvFile:
+    """A checked CSV file: its header as written, its data rows, and notes for the operator about
+    columns the import ignored."""
+
+    name: str
+    header_line: int
+    header: tuple[str, ...]
+    rows: list[CsvRow]
+    notes: tuple[str, ...] = ()
+
+    def header_error(self, message: str) -> ImportFileError:
+        """An error about the header, showing the header that was found."""
+        return ImportFileError(_header_message(self.name, self.header_line, self.header, message))
+
+
+def read_csv(path: Path, *, required: Collection[str], known: Collection[str],
+             multiline: Collection[str] = (), allow_partial: bool = False) -> CsvFile:
     """The data rows of a whole CSV file (blank lines left out), checked before any row is used.
 
     The file is UTF-8, with or without a byte-order mark. Header names are trimmed and matched
-    case-insensitively; columns not in `known` are ignored, and a column absent from the header is
-    absent from every row's `values`. A missing `required` column, a column named twice, bytes that
-    are not UTF-8, a quote left open, or an empty file raise ImportFileError naming the line. A row
-    with more or fewer fields than the header keeps a `shape_problem`, for the import to reject with
-    its line number (a short row must not blank the columns it lacks).
+    case-insensitively. A missing `required` column, a column named twice, bytes that are not
+    UTF-8, a quote left open, or an empty file raise ImportFileError naming the line; an error
+    about the header shows the header found, and says when its line holds `;` or a tab (a file
+    saved with the wrong delimiter reads as one column).
+
+    A column not in `known` is ignored (the ILS's exports carry many), and listed in the file's
+    `notes`. But one that looks like a misspelt known column the header lacks (see `_closest`:
+    `birthdate` for `birth_date`, `email_address` for `email`) refuses the file unless
+    `allow_partial`: the misspelt column would be ignored in silence, and a patron without a birth
+    date counts as an adult. With `allow_partial`, it is noted and ignored.
+
+    Every value goes through `clean_text` (multi-line for the `multiline` columns); a value it
+    refuses makes a row problem naming the column and the character. A row with more or fewer
+    fields than the header has a problem too, for the import to reject with its line number.
     """
     with path.open("rb") as handle:
         records = _Records(handle, path.name)
@@ -75,19 +109,34 @@ def read_csv(path: Path, *, required: Collection[str], known: Collection[str]) -
         if header is None:
             raise ImportFileError(
                 f"{path.name}: the file is empty; its first line must be the header")
-        names = [cell.strip().lower() for cell in header]
-        _check_header(names, path.name, records.start, required)
+        written = tuple(cell.strip() for cell in header)
+        names = [cell.lower() for cell in written]
+        header_line = records.start
+        notes = _check_header(path.name, header_line, written, required, known, allow_partial)
         rows: list[CsvRow] = []
         while (record := records.next()) is not None:
             if not any(cell.strip() for cell in record):
                 continue
-            values = {name: value.strip() for name, value in zip(names, record, strict=False)
-                      if name in known}
-            shape = None
-            if len(record) != len(names):
-                shape = f"the row has {len(record)} fields but the header has {len(names)}"
-            rows.append(CsvRow(records.start, values, shape))
-    return rows
+            rows.append(_row(records.start, names, record, known, multiline))
+    return CsvFile(path.name, header_line, written, rows, notes)
+
+
+def _row(line: int, names: list[str], record: list[str], known: Collection[str],
+         multiline: Collection[str]) -> CsvRow:
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    refused: set[str] = set()
+    if len(record) != len(names):
+        problems.append(f"the row has {len(record)} fields but the header has {len(names)}")
+    for name, value in zip(names, record, strict=False):
+        if name not in known:
+            continue
+        try:
+            values[name] = clean_text(value.strip(), field=name, multiline=name in multiline)
+        except UnsafeTextError as exc:
+            problems.append(str(exc))
+            refused.add(name)
+    return CsvRow(line, values, tuple(problems), frozenset(refused))
 
 
 class _Records:
@@ -123,13 +172,56 @@ def _utf8_lines(handle: BinaryIO, file_name: str) -> Iterator[str]:
         yield text.removeprefix("\ufeff") if number == 1 else text
 
 
-def _check_header(names: list[str], file_name: str, line: int, required: Collection[str]) -> None:
+def _check_header(file_name: str, line: int, header: tuple[str, ...], required: Collection[str],
+                  known: Collection[str], allow_partial: bool) -> tuple[str, ...]:
+    """Refuse a header the import cannot trust; the notes about the columns it will ignore."""
+    names = [name.lower() for name in header]
     twice = sorted({name for name in names if name and names.count(name) > 1})
     if twice:
-        raise ImportFileError(
-            f"{file_name}: line {line}: column(s) named more than once: {', '.join(twice)}")
+        raise ImportFileError(_header_message(
+            file_name, line, header, f"column(s) named more than once: {', '.join(twice)}"))
+    absent = [column for column in known if column not in names]
+    unknown = [name for name in names if name and name not in known]
+    guesses = {name: _closest(name, absent) for name in unknown}
+    guessed = "; ".join(f"{name!r}: did you mean {guess!r}?"
+                        for name, guess in guesses.items() if guess)
     missing = [column for column in required if column not in names]
     if missing:
-        raise ImportFileError(
-            f"{file_name}: missing required column(s) in the header on line {line}: "
-            f"{', '.join(missing)}")
+        message = f"missing required column(s): {', '.join(missing)}"
+        raise ImportFileError(_header_message(
+            file_name, line, header, f"{message} ({guessed})" if guessed else message))
+    if guessed and not allow_partial:
+        raise ImportFileError(_header_message(
+            file_name, line, header,
+            f"unknown column(s) that look like misspelt known ones: {guessed}; correct the "
+            f"header, or pass --allow-partial to import without them"))
+    notes = []
+    if guessed:
+        notes.append(f"ignored, as --allow-partial allows, column(s) that look misspelt: {guessed}")
+    ignored = [name for name, guess in guesses.items() if not guess]
+    if ignored:
+        notes.append(f"ignored column(s) this import does not use: {', '.join(ignored)}")
+    return tuple(notes)
+
+
+def _closest(name: str, candidates: Sequence[str]) -> str | None:
+    """The known column `name` looks like a misspelling of, if any: one that is `name` with words
+    added after an underscore or the other way round (`first` and `first_name`, `email_address`
+    and `email`), else difflib's closest match (`birthdate` and `birth_date`)."""
+    for candidate in candidates:
+        if name.startswith(candidate + "_") or candidate.startswith(name + "_"):
+            return candidate
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return close[0] if close else None
+
+
+def _header_message(file_name: str, line: int, header: tuple[str, ...], message: str) -> str:
+    """One line: the file, the header's line, what is wrong, the header found, and a delimiter that
+    looks wrong (the header then reads as one column)."""
+    found = ",".join(header)
+    text = f"{file_name}: line {line}: {message}; the header found is {found!r}"
+    delimiters = [name for char, name in ((";", "semicolons"), ("\t", "tabs")) if char in found]
+    if delimiters:
+        text += (f"; it holds {' and '.join(delimiters)}, so the file looks saved with the wrong "
+                 f"delimiter: save it as CSV with commas")
+    return text

@@ -30,11 +30,12 @@ EMAIL_COLUMNS = ("email", "first_name", "last_name", "preferred_language", "patr
                  "unsubscribe_url", "preferences_url")
 CONTACT_COLUMNS = ("patron_id", "first_name", "last_name", "email", "street", "city", "state",
                    "postal_code")
-EXCLUDED_COLUMNS = ("patron_id", "reason")
+# The excluded file is for the library's own follow-up, never for a vendor: it names the patron.
+EXCLUDED_COLUMNS = ("patron_id", "card_number", "first_name", "last_name", "reason")
 
 _PATRON_COLUMNS = (
-    Patron.id, Patron.public_id, Patron.status, Patron.birth_date, Patron.email, Patron.address_key,
-    Patron.first_name, Patron.last_name, Patron.preferred_language,
+    Patron.id, Patron.public_id, Patron.card_number, Patron.status, Patron.birth_date,
+    Patron.email, Patron.address_key, Patron.first_name, Patron.last_name, Patron.preferred_language,
     Patron.street, Patron.city, Patron.state, Patron.postal_code,
 )
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -59,10 +60,13 @@ def export_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topi
       comes first;
     - other purposes give one row per eligible patron, in id order;
     - `patron_id` is always the opaque public id; links carry it, never an email or card number;
-    - a name or postal field starting with =, +, -, @, a tab or a carriage return gets a leading
-      apostrophe, so a spreadsheet shows it as text instead of running it as a formula. Email
-      addresses are written as they are: such an address is valid, and changing it would misdirect
-      the mail;
+    - the excluded file (`patron_id,card_number,first_name,last_name,reason`) is for the library
+      to follow up, so it names the patron; the contact file, which may go to a vendor, does not
+      carry the card number;
+    - in both files, any cell starting with =, +, -, @, a tab or a carriage return gets a leading
+      apostrophe (OWASP's advice), so a spreadsheet shows it as text instead of running it as a
+      formula. No address that `normalize_email` accepts starts so; one stored before it refused
+      them would not be delivered anyway;
     - files are written to a temporary file beside the target (owner-only permissions, as personal
       data should be) and moved into place only when complete, so a failure never leaves a partial
       file that looks finished. `output=None` streams to standard output instead;
@@ -84,12 +88,12 @@ def export_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topi
     with ExitStack() as files:
         contacts = _DigestingSink(files.enter_context(
             _replaced_when_complete(output) if output else _standard_output()))
-        rows = csv.writer(contacts, lineterminator="\n")
+        rows = _SpreadsheetSafeWriter(contacts)
         rows.writerow(EMAIL_COLUMNS if by_email else CONTACT_COLUMNS)
         reasons = None
         if excluded is not None:
             excluded_file = files.enter_context(_replaced_when_complete(excluded))
-            reasons = csv.writer(_DigestingSink(excluded_file), lineterminator="\n")
+            reasons = _SpreadsheetSafeWriter(_DigestingSink(excluded_file))
             reasons.writerow(EXCLUDED_COLUMNS)
 
         represented: str | None = None  # the address whose row is written already
@@ -97,7 +101,8 @@ def export_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topi
             if verdict.reason is not None:
                 left_out[verdict.reason.value] += 1
                 if reasons is not None:
-                    reasons.writerow((patron.public_id, verdict.reason.value))
+                    reasons.writerow((patron.public_id, patron.card_number, patron.first_name,
+                                      patron.last_name, verdict.reason.value))
             elif not by_email:
                 rows.writerow(_contact_row(patron))
                 row_count += 1
@@ -160,8 +165,8 @@ def _pages(session: Session, query: Select[Any], keys: Sequence[ColumnElement[An
 def _email_row(ctx: ServiceContext, patron: Row[Any], topic: str | None) -> tuple[str, ...]:
     return (
         patron.email,
-        spreadsheet_safe(patron.first_name),
-        spreadsheet_safe(patron.last_name),
+        patron.first_name,
+        patron.last_name,
         patron.preferred_language,
         patron.public_id,
         ctx.link(LinkKind.UNSUBSCRIBE, patron.public_id, topic),
@@ -172,14 +177,24 @@ def _email_row(ctx: ServiceContext, patron: Row[Any], topic: str | None) -> tupl
 def _contact_row(patron: Row[Any]) -> tuple[str, ...]:
     return (
         patron.public_id,
-        spreadsheet_safe(patron.first_name),
-        spreadsheet_safe(patron.last_name),
-        patron.email or "",
-        spreadsheet_safe(patron.street),
-        spreadsheet_safe(patron.city),
-        spreadsheet_safe(patron.state),
-        spreadsheet_safe(patron.postal_code),
+        patron.first_name,
+        patron.last_name,
+        patron.email,
+        patron.street,
+        patron.city,
+        patron.state,
+        patron.postal_code,
     )
+
+
+class _SpreadsheetSafeWriter:
+    """A CSV writer whose every cell goes through `spreadsheet_safe` (None is written empty)."""
+
+    def __init__(self, sink: _DigestingSink) -> None:
+        self._writer = csv.writer(sink, lineterminator="\n")
+
+    def writerow(self, cells: Sequence[str | None]) -> None:
+        self._writer.writerow([spreadsheet_safe(cell) for cell in cells])
 
 
 class _DigestingSink:

@@ -23,6 +23,7 @@ COLUMNS = ("card_number", "first_name", "last_name", "email", "birth_date", "pre
            "street", "city", "state", "postal_code", "guardian_card_number", "guardian_email",
            "status")
 TEXT_COLUMNS = ("first_name", "last_name", "street", "city", "state", "postal_code")
+MULTILINE_COLUMNS = ("street",)  # a street address may hold two lines (`1 Main St` / `Apt 2`)
 LANGUAGES = ("en", "es")
 STATUSES = ("active", "inactive")
 CHUNK = 500  # rows per query and per flush (well under every database's parameter limit)
@@ -62,13 +63,18 @@ class _PatronRow:
 
 
 def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: datetime,
-                   skip_invalid: bool, on_row: Callable[[], None] | None = None
-                   ) -> PatronImportReport:
+                   skip_invalid: bool, allow_partial: bool = False,
+                   on_row: Callable[[], None] | None = None) -> PatronImportReport:
     """Create or update patrons by card number from a CSV file, and link their guardians.
 
     Every row is checked first, and every problem is reported with its line. Atomic by default: one
     bad row and nothing is written. With `skip_invalid`, the good rows are written and the bad ones
-    listed. Either way the import commits once, at the end.
+    listed. Either way the import commits once, at the end. Every value is text `clean_text` allows
+    (a street may hold a line break); a control character or a bidi override rejects its row.
+
+    The header is checked by `read_csv`: a column that looks like a misspelt known one refuses the
+    file, and so does a header whose only known column is `card_number` (it would create patrons
+    with no name, address or birth date, who count as adults), unless `allow_partial`.
 
     A column absent from the header leaves that field as it is; a column present but empty clears it
     (an empty email clears the address key too; an empty language or status means `en` / `active`).
@@ -87,7 +93,16 @@ def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: da
     """
     report = PatronImportReport()
     tick = on_row or _no_progress
-    csv_rows = read_csv(path, required=("card_number",), known=COLUMNS)
+    csv_file = read_csv(path, required=("card_number",), known=COLUMNS,
+                        multiline=MULTILINE_COLUMNS, allow_partial=allow_partial)
+    report.notes.extend(csv_file.notes)
+    if not allow_partial and {name.lower() for name in csv_file.header} & set(COLUMNS) == {
+            "card_number"}:
+        raise csv_file.header_error(
+            "card_number is the only column this import knows, so every patron would be imported "
+            "without name, email or birth date (and count as an adult); name the columns as "
+            "documented, or pass --allow-partial")
+    csv_rows = csv_file.rows
     named = {row.values.get(column, "") for row in csv_rows
              for column in ("card_number", "guardian_card_number")}
     stored = _stored_patrons(session, named - {""})
@@ -145,14 +160,14 @@ def _stored_patrons(session: Session, cards: Collection[str]) -> dict[str, _Stor
 def _parse(row: CsvRow, ctx: ServiceContext, today: date, stored: dict[str, _Stored]
            ) -> _PatronRow:
     values = row.values
-    problems = [row.shape_problem] if row.shape_problem else []
+    problems = list(row.problems)
     for column, value in values.items():
         limit = _MAX_LENGTH.get(column)
         if limit is not None and len(value) > limit:
             problems.append(f"{column} is longer than {limit} characters")
 
     card = values.get("card_number", "")
-    if not card:
+    if not card and "card_number" not in row.refused:
         problems.append("card_number is empty")
     fields: dict[str, Any] = {column: values[column] for column in TEXT_COLUMNS if column in values}
 

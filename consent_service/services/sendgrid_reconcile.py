@@ -160,7 +160,7 @@ def _read_sendgrid(ctx: ServiceContext, client: SuppressionClient, topic_of: dic
 
     def address_of(raw: str) -> str | None:
         try:
-            email = normalize_email(raw)
+            email = normalize_email(raw, strict=False)
         except InvalidEmailError:
             report.unreadable += 1
             return None

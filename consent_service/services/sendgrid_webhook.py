@@ -164,7 +164,7 @@ def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_even
                 continue
             if event.occurred_at > now + CLOCK_SKEW:
                 raise ConsentServiceError("an event time in the future")
-            email = normalize_email(event.email)
+            email = normalize_email(event.email, strict=False)
         except ConsentServiceError:
             counts[INVALID] += 1
             continue

@@ -175,9 +175,97 @@ def test_a_header_without_a_required_column_is_refused(runner, session, patrons,
     result = run(runner, write(tmp_path, "card_number,purpose,decision,occurred_at",
                                "1001,photo_video,opt_out,2025-03-01T09:00:00Z"))
     assert result.exit_code == 1
-    assert "Error: consents.csv: missing required column(s) in the header on line 1: actor" in (
-        result.output)
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: consents.csv: line 1: missing required column(s): actor; "
+        "the header found is 'card_number,purpose,decision,occurred_at'")
     assert events(session) == []
+
+
+def test_a_misspelt_required_column_is_named_with_the_column_it_looks_like(runner, session,
+                                                                          patrons, tmp_path):
+    header = HEADER.replace("occurred_at", "occured_at")
+    result = run(runner, write(tmp_path, header, GOOD))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: consents.csv: line 1: missing required column(s): occurred_at "
+        f"('occured_at': did you mean 'occurred_at'?); the header found is {header!r}")
+    assert events(session) == []
+
+
+def test_a_misspelt_optional_column_refuses_the_file_unless_allow_partial(runner, session,
+                                                                         patrons, tmp_path):
+    header = HEADER.replace(",note", ",notes")
+    path = write(tmp_path, header, GOOD)
+    result = run(runner, path)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: consents.csv: line 1: unknown column(s) that look like misspelt known ones: "
+        "'notes': did you mean 'note'?; correct the header, or pass --allow-partial to import "
+        f"without them; the header found is {header!r}")
+    assert events(session) == []
+
+    result = run(runner, path, "--allow-partial")
+    assert result.exit_code == 0, result.output
+    assert ("note: ignored, as --allow-partial allows, column(s) that look misspelt: 'notes': "
+            "did you mean 'note'?") in result.output
+    [event] = events(session)
+    assert "note" not in event.evidence
+
+
+def test_a_file_saved_with_semicolons_is_refused_saying_so(runner, session, patrons, tmp_path):
+    header = HEADER.replace(",", ";")
+    result = run(runner, write(tmp_path, header, GOOD.replace(",", ";")))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: consents.csv: line 1: missing required column(s): card_number, purpose, decision, "
+        f"occurred_at, actor; the header found is {header!r}; it holds semicolons, so the file "
+        "looks saved with the wrong delimiter: save it as CSV with commas")
+
+
+def test_columns_no_import_uses_are_listed_and_ignored(runner, session, patrons, tmp_path):
+    result = run(runner, write(tmp_path, HEADER + ",form_id,scanned_by", GOOD + ",F-17,jdoe"))
+    assert result.exit_code == 0, result.output
+    assert "note: ignored column(s) this import does not use: form_id, scanned_by" in result.output
+    assert len(events(session)) == 1
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("1001,photo_video,,opt_out,2025-03-01T09:00:00Z,,patron,paper\x00form",
+     "note contains a character that is not allowed: U+0000 (control character)"),
+    ("1001,photo_video,,opt_out,2025-03-01T09:00:00Z,,patron,\u202emrof repap",
+     "note contains a character that is not allowed: U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("10\x0001,photo_video,,opt_out,2025-03-01T09:00:00Z,,patron,",
+     "card_number contains a character that is not allowed: U+0000 (control character)"),
+    ("1001,email_marketing,eve\x00nts,opt_out,2025-03-01T09:00:00Z,,patron,",
+     "topic contains a character that is not allowed: U+0000 (control character)"),
+    ("1001,photo\u2066_video,,opt_out,2025-03-01T09:00:00Z,,patron,",
+     "purpose contains a character that is not allowed: U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+    ("1001,photo_video,,opt_out\x1b,2025-03-01T09:00:00Z,,patron,",
+     "decision contains a character that is not allowed: U+001B (control character)"),
+    ("1001,photo_video,,opt_out,2025-03-01T09:00:00Z\x00,,patron,",
+     "occurred_at contains a character that is not allowed: U+0000 (control character)"),
+    ("1001,photo_video,,opt_out,2025-03-01T09:00:00Z,staff\x00_desk,patron,",
+     "source contains a character that is not allowed: U+0000 (control character)"),
+    ("1001,photo_video,,opt_out,2025-03-01T09:00:00Z,,pat\x00ron,",
+     "actor contains a character that is not allowed: U+0000 (control character)"),
+])
+def test_a_control_character_or_bidi_override_rejects_the_row_naming_column_and_character(
+        runner, session, patrons, tmp_path, row, message):
+    result = run(runner, write(tmp_path, HEADER, GOOD, row))
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.startswith("line ")] == [
+        f"line 3: {message}"]  # and no other problem for the value it refused
+    assert "Error: 1 invalid row(s); nothing was written" in result.output
+    assert "Traceback" not in result.output
+    assert events(session) == []
+
+
+def test_a_note_keeps_its_line_breaks_in_one_form(session, ctx, patrons, tmp_path):
+    path = write(tmp_path, HEADER, GOOD.replace("paper form", '"paper form\r\nsigned\tat desk"'))
+    report = import_consents(session, ctx, path, now=NOW, skip_invalid=False)
+    assert report.summary() == "recorded 1, already in force 0, already recorded 0, rejected 0"
+    [event] = events(session)
+    assert event.evidence["note"] == "paper form\nsigned\tat desk"
 
 
 def test_progress_is_reported_once_per_data_row(session, ctx, patrons, tmp_path):

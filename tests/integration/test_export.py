@@ -33,6 +33,7 @@ EMAIL_HEADER = ["email", "first_name", "last_name", "preferred_language", "patro
                 "unsubscribe_url", "preferences_url"]
 POSTAL_HEADER = ["patron_id", "first_name", "last_name", "email", "street", "city", "state",
                  "postal_code"]
+EXCLUDED_HEADER = ["patron_id", "card_number", "first_name", "last_name", "reason"]
 HOME = {"street": "1 Main St", "city": "Golden", "state": "CO", "postal_code": "80401"}
 
 
@@ -57,10 +58,10 @@ def run_export(runner, tmp_path, *options):
     assert result.exit_code == 0, result.output
     header, *rows = read_csv(output)
     excluded_header, *left_out = read_csv(excluded)
-    assert excluded_header == ["patron_id", "reason"]
+    assert excluded_header == EXCLUDED_HEADER
     by_id = {row[header.index("patron_id")]: dict(zip(header, row, strict=True)) for row in rows}
     assert len(by_id) == len(rows)
-    return header, by_id, dict(left_out)
+    return header, by_id, {row[0]: row[-1] for row in left_out}
 
 
 @pytest.fixture
@@ -301,6 +302,42 @@ def test_names_that_would_run_as_spreadsheet_formulas_are_written_as_text(
         "'-1 Main St", "'+Golden")
     assert (rows[plain.public_id]["first_name"], rows[plain.public_id]["last_name"]) == (
         "Ana-Maria", "O'Neil")
+
+
+def test_the_excluded_file_names_each_left_out_patron_for_the_librarys_follow_up(
+        runner, tmp_path, make_patron):
+    kid = make_patron(card="K100", first_name="Kim", last_name="Lee", birth_date=date(2018, 3, 1),
+                      email="kim@example.org")
+    gone = make_patron(card="G200", first_name="Gus", last_name="Ortiz", status="inactive",
+                       email="gus@example.org")
+    ana = make_patron(card="A300", email="ana@example.org")
+
+    header, rows, _ = run_export(runner, tmp_path, "--purpose", EMAIL)
+    assert set(rows) == {ana.public_id}
+
+    excluded_header, *left_out = read_csv(tmp_path / "excluded.csv")
+    assert excluded_header == EXCLUDED_HEADER
+    assert sorted(left_out, key=lambda row: row[1]) == [
+        [gone.public_id, "G200", "Gus", "Ortiz", "inactive"],
+        [kid.public_id, "K100", "Kim", "Lee", "guardian_consent_required"],
+    ]
+    # the contact file stays opaque: no card number in its header or anywhere in it
+    assert "card_number" not in header
+    assert "A300" not in (tmp_path / "contacts.csv").read_text(encoding="utf-8")
+
+
+def test_every_cell_that_would_run_as_a_formula_is_text_in_both_files(
+        runner, tmp_path, make_patron):
+    # an address stored before validation refused it, and names the import checks let through
+    risky = make_patron(card="=1+1", first_name="-2+3", last_name="\tTab", email=None)
+    stored = make_patron(email="=cmd|'/Ccalc'!A0@example.org", first_name="+Plus")
+
+    _, rows, _ = run_export(runner, tmp_path, "--purpose", EMAIL)
+
+    assert rows[stored.public_id]["email"] == "'=cmd|'/Ccalc'!A0@example.org"
+    assert rows[stored.public_id]["first_name"] == "'+Plus"
+    excluded = read_csv(tmp_path / "excluded.csv")
+    assert excluded[1] == [risky.public_id, "'=1+1", "'-2+3", "'\tTab", "no_email"]
 
 
 def test_a_failure_midway_keeps_the_previous_file_and_leaves_no_partial_file(

@@ -56,12 +56,12 @@ def one_by_one(session, ctx, purpose_key, topic):
     address has the address's row."""
     purpose = ctx.catalog.get(purpose_key)
     rows: dict[str, str] = {}
-    left_out: dict[str, str] = {}
+    left_out: dict[str, tuple[str, str]] = {}  # public id -> (card number, reason)
     represented: set[str] = set()
     for patron in session.scalars(select(Patron).order_by(Patron.id)):
         verdict = load_standings(session, [patron])[patron.id].verdict(purpose, topic, TODAY)
         if not verdict.allowed:
-            left_out[patron.public_id] = verdict.reason.value
+            left_out[patron.public_id] = (patron.card_number, verdict.reason.value)
         elif purpose_key != EMAIL:
             rows[patron.public_id] = patron.email or ""
         elif patron.address_key not in represented:
@@ -117,6 +117,8 @@ def test_export_equals_asking_about_each_patron_alone(session, ctx, tmp_path, po
     expected_rows, expected_left_out = one_by_one(session, ctx, purpose, topic)
     assert {row["patron_id"]: row["email"] for row in written} == expected_rows
     assert len(written) == manifest.row_count == len(expected_rows)
-    assert {row["patron_id"]: row["reason"] for row in written_left_out} == expected_left_out
+    assert {row["patron_id"]: (row["card_number"], row["reason"])
+            for row in written_left_out} == expected_left_out
     assert len(written_left_out) == len(expected_left_out)
-    assert manifest.excluded_counts == dict(Counter(expected_left_out.values()))
+    assert manifest.excluded_counts == dict(Counter(
+        reason for _, reason in expected_left_out.values()))

@@ -103,6 +103,13 @@ def test_importing_the_same_file_twice_changes_nothing(runner, session, ctx, tmp
     ("2001,Lost,Guardian,,,,,,,,9999,,",
      "guardian_card_number is no patron in the database or in this file"),
     ("2001,Bad,Guardian,,,,,,,,,mum@,", "guardian_email: not a valid email address"),
+    ("2001,Formula,Email,\"=cmd|'/Ccalc'!A0@example.org\",,,,,,,,,",
+     "email: not a valid email address: the part before the @-sign must start with a letter or a "
+     "digit"),
+    ("2001,Odd,Email,a&b@example.org,,,,,,,,,", "email: not a valid email address: the part "
+     "before the @-sign may hold only letters, digits and . _ - + ' (not '&')"),
+    ("2001,Formula,Guardian,,,,,,,,,-mum@example.org,",
+     "guardian_email: not a valid email address: the part before the @-sign must start"),
     ("2001," + "x" * 201 + ",Long,,,,,,,,,,", "first_name is longer than 200 characters"),
     ("2001,Long,Code,,,,,,,123456789012345678901,,,", "postal_code is longer than 20 characters"),
     ("2001,Short,Row", "the row has 3 fields but the header has 13"),
@@ -116,6 +123,51 @@ def test_a_bad_row_is_reported_with_its_line_and_nothing_is_written(runner, sess
     assert "created 0, updated 0, unchanged 0, rejected 1" in result.output
     assert "Traceback" not in result.output
     assert count(session, Patron) == 0
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("2001,Ana\x00,Reyes,,,,,,,,,,",
+     "first_name contains a character that is not allowed: U+0000 (control character)"),
+    ('2001,Ana,"Reyes\r\nBcc: all@example.org",,,,,,,,,,',
+     "last_name contains a character that is not allowed: U+000D (control character)"),
+    ("2001,Ana,\u202eseyeR,,,,,,,,,,",
+     "last_name contains a character that is not allowed: U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("2001,Ana,Reyes,,,,1 Main St\x00,,,,,,",
+     "street contains a character that is not allowed: U+0000 (control character)"),
+    ("2001,Ana,Reyes,,,,,Den\x85ver,,,,,",
+     "city contains a character that is not allowed: U+0085 (control character)"),
+    ("2001,Ana,Reyes,,,,,,C\tO,,,,",
+     "state contains a character that is not allowed: U+0009 (control character)"),
+    ("20\x0001,Ana,Reyes,,,,,,,,,,",
+     "card_number contains a character that is not allowed: U+0000 (control character)"),
+    ("2001,Ana,Reyes,,,,,,,,10\u202e02,,",
+     "guardian_card_number contains a character that is not allowed: U+202E"),
+    ("2001,Ana,Reyes,ana\x00@example.org,,,,,,,,,",
+     "email contains a character that is not allowed: U+0000 (control character)"),
+    ("2001,Ana,Reyes,,,e\x00n,,,,,,,",
+     "preferred_language contains a character that is not allowed: U+0000"),
+])
+def test_a_control_character_or_bidi_override_rejects_the_row_naming_column_and_character(
+        runner, session, tmp_path, row, message):
+    result = run(runner, write(tmp_path, HEADER, ANA, row))
+    assert result.exit_code == 1
+    [rejected] = [line for line in result.output.splitlines() if line.startswith("line ")]
+    assert rejected.startswith(f"line 3: {message}")
+    assert ";" not in rejected  # the refused value raises no other problem (no "is empty")
+    assert "Error: 1 invalid row(s); nothing was written" in result.output
+    assert "Traceback" not in result.output
+    assert count(session, Patron) == 0
+
+
+def test_skip_invalid_writes_the_clean_rows_and_never_stores_a_control_character(
+        runner, session, tmp_path):
+    result = run(runner, write(tmp_path, HEADER, ANA, '2001,"Eve\r\nBcc: x@example.org",,,,,,,,,,,',
+                               "2002,Jose\u0301,,,,,,,,,,,"), "--skip-invalid")
+    assert result.exit_code == 0, result.output
+    assert "line 3: first_name contains a character that is not allowed: U+000D" in result.output
+    assert "created 2, updated 0, unchanged 0, rejected 1" in result.output
+    assert sorted(session.scalars(select(Patron.card_number))) == ["1001", "2002"]
+    assert patron(session, "2002").first_name == "Jos\u00e9"  # stored in NFC
 
 
 def test_every_problem_of_every_row_is_reported_at_once(runner, session, tmp_path):
@@ -269,11 +321,93 @@ def test_a_file_that_is_not_utf8_is_refused_naming_the_line(runner, session, tmp
     assert count(session, Patron) == 0
 
 
-def test_a_header_without_card_number_is_refused(runner, session, tmp_path):
+def test_a_header_without_card_number_is_refused_showing_the_header_found(runner, session,
+                                                                          tmp_path):
     result = run(runner, write(tmp_path, "first_name,email", "Ana,ana@example.org"))
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        "Error: patrons.csv: missing required column(s) in the header on line 1: card_number")
+        "Error: patrons.csv: line 1: missing required column(s): card_number; "
+        "the header found is 'first_name,email'")
+
+
+def test_a_misspelt_card_number_column_is_named_with_the_column_it_looks_like(runner, tmp_path):
+    result = run(runner, write(tmp_path, "CardNumber,first_name", "1001,Ana"))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: patrons.csv: line 1: missing required column(s): card_number "
+        "('cardnumber': did you mean 'card_number'?); the header found is 'CardNumber,first_name'")
+
+
+@pytest.mark.parametrize(("delimiter", "held"), [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_saved_with_the_wrong_delimiter_is_refused_saying_so(runner, session, tmp_path,
+                                                                    delimiter, held):
+    header = delimiter.join(("card_number", "first_name", "email"))
+    result = run(runner, write(tmp_path, header, delimiter.join(("1001", "Ana", "a@example.org"))))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: patrons.csv: line 1: missing required column(s): card_number; "
+        f"the header found is {header!r}; it holds {held}, so the file looks saved with the wrong "
+        f"delimiter: save it as CSV with commas")
+    assert "Traceback" not in result.output
+    assert count(session, Patron) == 0
+
+
+TYPO_HEADER = "card_number,first,last,email_address,birthdate"
+
+
+def test_misspelt_columns_refuse_the_file_naming_each_and_the_column_it_looks_like(
+        runner, session, tmp_path):
+    # a child whose birth date column is misspelt would be imported as an adult
+    result = run(runner, write(tmp_path, TYPO_HEADER, "1001,Kim,Lee,kim@example.org,2018-04-05"))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: patrons.csv: line 1: unknown column(s) that look like misspelt known ones: "
+        "'first': did you mean 'first_name'?; 'last': did you mean 'last_name'?; "
+        "'email_address': did you mean 'email'?; 'birthdate': did you mean 'birth_date'?; "
+        "correct the header, or pass --allow-partial to import without them; "
+        f"the header found is {TYPO_HEADER!r}")
+    assert count(session, Patron) == 0
+
+
+def test_allow_partial_imports_without_the_misspelt_columns_and_lists_them(runner, session,
+                                                                           tmp_path):
+    result = run(runner, write(tmp_path, TYPO_HEADER, "1001,Kim,Lee,kim@example.org,2018-04-05"),
+                 "--allow-partial")
+    assert result.exit_code == 0, result.output
+    assert ("note: ignored, as --allow-partial allows, column(s) that look misspelt: 'first': "
+            "did you mean 'first_name'?; 'last': did you mean 'last_name'?; 'email_address': did "
+            "you mean 'email'?; 'birthdate': did you mean 'birth_date'?") in result.output
+    assert "created 1, updated 0, unchanged 0, rejected 0" in result.output
+    kim = patron(session, "1001")
+    assert (kim.first_name, kim.email, kim.birth_date) == ("", None, None)
+
+
+def test_a_column_like_one_the_header_has_already_is_only_ignored(runner, session, tmp_path):
+    # `middle_name` looks like `last_name`, but the header has `last_name`: nothing is lost
+    result = run(runner, write(tmp_path, "card_number,first_name,last_name,middle_name,phone_number",
+                               "1001,Ana,Reyes,Luz,555-0100"))
+    assert result.exit_code == 0, result.output
+    assert ("note: ignored column(s) this import does not use: middle_name, phone_number"
+            in result.output)
+    assert patron(session, "1001").last_name == "Reyes"
+
+
+def test_a_header_whose_only_known_column_is_card_number_is_refused_unless_allow_partial(
+        runner, session, tmp_path):
+    path = write(tmp_path, "card_number,barcode_type", "1001,x")
+    result = run(runner, path)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: patrons.csv: line 1: card_number is the only column this import knows, so every "
+        "patron would be imported without name, email or birth date (and count as an adult); "
+        "name the columns as documented, or pass --allow-partial; "
+        "the header found is 'card_number,barcode_type'")
+    assert count(session, Patron) == 0
+
+    result = run(runner, path, "--allow-partial")
+    assert result.exit_code == 0, result.output
+    assert "note: ignored column(s) this import does not use: barcode_type" in result.output
+    assert count(session, Patron) == 1
 
 
 def test_an_empty_file_is_refused(runner, tmp_path):
@@ -295,6 +429,7 @@ def test_extra_columns_are_ignored_and_blank_lines_skipped(session, ctx, tmp_pat
     path = write(tmp_path, "Card_Number ,barcode_type,first_name", "1001,x,Ana", "", "1002,y,Sam")
     report = import_patrons(session, ctx, path, now=NOW, skip_invalid=False)
     assert report.summary() == "created 2, updated 0, unchanged 0, rejected 0"
+    assert report.notes == ["ignored column(s) this import does not use: barcode_type"]
 
 
 def test_line_numbers_count_physical_lines_across_quoted_newlines(session, ctx, tmp_path):

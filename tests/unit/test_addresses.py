@@ -1,0 +1,41 @@
+"""Email addresses: what a real mailbox can have is accepted and normalised; the rest is refused."""
+
+import pytest
+
+from consent_service.domain.addresses import InvalidEmailError, normalize_email
+
+
+@pytest.mark.parametrize(("raw", "normalized"), [
+    ("  Ana.Reyes@Example.org ", "ana.reyes@example.org"),
+    ("O'Brien@example.org", "o'brien@example.org"),
+    ("first_last-2+news@example.org", "first_last-2+news@example.org"),
+    ("7up@example.org", "7up@example.org"),
+    ("José.Núñez@example.org", "josé.núñez@example.org"),
+    ("हिन्दी@example.org", "हिन्दी@example.org"),  # letters with their combining marks
+])
+def test_addresses_real_mailboxes_use_are_accepted(raw, normalized):
+    assert normalize_email(raw) == normalized
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    ("=cmd|'/Ccalc'!A0@example.org", "must start with a letter or a digit"),
+    ("+1-555@example.org", "must start with a letter or a digit"),
+    ("-rf@example.org", "must start with a letter or a digit"),
+    ("@SUM(A1)@example.org", "not a valid email address"),
+    ("_admin@example.org", "must start with a letter or a digit"),
+    ("a&b@example.org", "may hold only letters, digits and . _ - + ' (not '&')"),
+    ("ana=1@example.org", "(not '=')"),
+    ("ana|calc@example.org", "(not '|')"),
+    ("{ana}@example.org", "must start with a letter or a digit"),
+    ("ana%example.com@example.org", "(not '%')"),
+])
+def test_addresses_valid_to_the_rfc_but_no_real_mailbox_has_are_refused(raw, reason):
+    with pytest.raises(InvalidEmailError, match="not a valid email address") as refused:
+        normalize_email(raw)
+    assert reason in str(refused.value)
+
+
+def test_an_address_another_system_reports_is_read_without_the_local_part_rule():
+    assert normalize_email("A&B@Example.org", strict=False) == "a&b@example.org"
+    with pytest.raises(InvalidEmailError):
+        normalize_email("no-at-sign.example.org", strict=False)
