@@ -197,7 +197,7 @@ links.command("preferences")(_link_command(LinkKind.PREFERENCES, with_topic=Fals
 def links_guardian(child_card: str) -> None:
     """Print a fresh guardian link for the child's open consent request; when there is none and
     the child needs one, a request is made (and its notice emailed) for their guardian."""
-    from consent_service.services.guardians import guardian_link_for_card
+    from consent_service.services.guardians.staff import guardian_link_for_card
 
     click.echo(guardian_link_for_card(db.session, runtime.context(), child_card, now=runtime.now()))
 
@@ -210,7 +210,7 @@ def guardians_link(child_card: str, guardian_card: str | None, guardian_email: s
     """Link a guardian to a child (staff and API linking) and, when the child needs it, email the
     guardian a request for consent."""
     from consent_service.domain.addresses import mask_email
-    from consent_service.services.guardians import link_guardian
+    from consent_service.services.guardians.staff import link_guardian
 
     linked = link_guardian(db.session, runtime.context(), child_card, guardian_card=guardian_card,
                            guardian_email=guardian_email, now=runtime.now())
@@ -226,7 +226,7 @@ def guardians_link(child_card: str, guardian_card: str | None, guardian_email: s
 @guardians.command("remind")
 def guardians_remind() -> None:
     """Email every pending, unexpired consent request again, with a fresh link."""
-    from consent_service.services.guardians import remind_guardians
+    from consent_service.services.guardians.lifecycle import remind_guardians
 
     sent = remind_guardians(db.session, runtime.context(), now=runtime.now())
     click.echo(f"sent {sent} reminder(s)")
@@ -236,7 +236,7 @@ def guardians_remind() -> None:
 def guardians_expire() -> None:
     """Expire unanswered requests past their date and delete the contact details collected for
     them (run it daily)."""
-    from consent_service.services.guardians import expire_guardian_requests
+    from consent_service.services.guardians.lifecycle import expire_guardian_requests
 
     expired = expire_guardian_requests(db.session, now=runtime.now())
     click.echo(f"expired {expired.requests} request(s); deleted {expired.guardian_emails} "
@@ -246,7 +246,7 @@ def guardians_expire() -> None:
 @guardians.command("tasks")
 def guardians_tasks() -> None:
     """List guardians' open requests for a child's data or its erasure, oldest first."""
-    from consent_service.services.guardians import family_tasks
+    from consent_service.services.guardians.staff import family_tasks
 
     tasks = family_tasks(db.session)
     for task in tasks:
@@ -260,7 +260,7 @@ def guardians_tasks() -> None:
 @click.argument("task_id", type=int)
 def guardians_done(task_id: int) -> None:
     """Mark a guardian's request for a child's data or its erasure as done."""
-    from consent_service.services.guardians import close_family_task
+    from consent_service.services.guardians.staff import close_family_task
 
     task = close_family_task(db.session, task_id, now=runtime.now())
     click.echo(f"request {task.id} ({task.kind}) done")
@@ -276,7 +276,7 @@ def guardians_done(task_id: int) -> None:
 def guardians_verify_id(child_card: str, guardian: str, purpose: str, staff: str) -> None:
     """Record a guardian's consent to vendor sharing for a child under 13, given in person after
     staff checked their ID (CONSENT_GUARDIAN_VENDOR_METHOD=id_check; until the staff pages)."""
-    from consent_service.services.guardians import record_id_check
+    from consent_service.services.guardians.staff import record_id_check
 
     record_id_check(db.session, runtime.context(), child_card, guardian=guardian, purpose=purpose,
                     staff=staff, now=runtime.now())

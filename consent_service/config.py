@@ -110,7 +110,7 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "BABEL_DEFAULT_LOCALE": "en",
         "BABEL_DEFAULT_TIMEZONE": "America/Denver",
         "EXPORT_CHUNK_SIZE": 2000,
-        # parents and guardians (see consent_service/services/guardians.py)
+        # parents and guardians (see consent_service/services/guardians/)
         "GUARDIAN_RESPONSE_DAYS": 14,
         "GUARDIAN_VENDOR_METHOD": "separate_tick",
         "VENDORS": DEMO_VENDORS,

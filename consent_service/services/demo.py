@@ -14,7 +14,7 @@ from consent_service.domain.tokens import LinkKind
 from consent_service.models import ConsentEvent, Patron, PolicyVersion
 from consent_service.services import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
-from consent_service.services.guardians import guardian_link_for_card
+from consent_service.services.guardians.staff import guardian_link_for_card
 from consent_service.services.patron_import import import_patrons
 from consent_service.services.topics import add_topic
 

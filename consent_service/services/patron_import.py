@@ -17,7 +17,7 @@ from consent_service.domain.addresses import InvalidEmailError, normalize_email
 from consent_service.models import GuardianLink, Patron
 from consent_service.services import ServiceContext
 from consent_service.services.csv_input import CsvRow, ImportReport, read_csv
-from consent_service.services.guardians import request_consent_for_links
+from consent_service.services.guardians.consent_request import request_consent_for_links
 
 COLUMNS = ("card_number", "first_name", "last_name", "email", "birth_date", "preferred_language",
            "street", "city", "state", "postal_code", "guardian_card_number", "guardian_email",

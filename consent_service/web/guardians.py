@@ -1,7 +1,7 @@
 """The guardian's pages: a consent request for a child, and every child of theirs on one page.
 
 No login: a signed link is the key. A GET never changes anything; a POST needs the page's CSRF token.
-The rules are in consent_service/services/guardians.py.
+The rules are in consent_service/services/guardians/__init__.py.
 """
 
 from __future__ import annotations
@@ -31,20 +31,24 @@ from consent_service.domain.ledger import Actor, Decision
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims
 from consent_service.extensions import db
 from consent_service.services import ServiceContext
-from consent_service.services.guardians import (
-    FAMILY_REQUEST_KINDS,
+from consent_service.services.guardians.choices import (
     TYPED_NAME_LIMIT,
     ChildChoices,
     Choice,
     DecisionLine,
     NotYourChildError,
-    answer_guardian_request,
-    change_family_decisions,
     child_choices,
-    family_children,
+)
+from consent_service.services.guardians.consent_request import (
+    answer_guardian_request,
     guardian_page_choices,
-    open_family_link,
     open_guardian_request,
+)
+from consent_service.services.guardians.family import (
+    FAMILY_REQUEST_KINDS,
+    change_family_decisions,
+    family_children,
+    open_family_link,
     request_child_data,
 )
 from consent_service.services.topics import name_in
@@ -181,7 +185,7 @@ def _rows(choices: Sequence[Choice], prefix: str, *, guardian_decides: bool,
 
 def _shown(rows: Sequence[ChoiceView]) -> str:
     """The form's `shown` field: the boxes the page shows ticked, so that saving records only what
-    the guardian changed on this page (see services.guardians)."""
+    the guardian changed on this page (see services/guardians/__init__.py)."""
     return " ".join(row.choice.key for row in rows if row.checked)
 
 

@@ -16,7 +16,7 @@ from consent_service.domain.tokens import LinkKind
 from consent_service.extensions import db
 from consent_service.models import ConsentEvent, FamilyRequest, Patron
 from consent_service.services.decisions import DecisionRequest, record_decision
-from consent_service.services.guardians import child_choices
+from consent_service.services.guardians.choices import child_choices
 from consent_service.services.standing import load_standings
 from tests.conftest import NOW
 from tests.integration.guardians.helpers import (
