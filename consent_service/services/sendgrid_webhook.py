@@ -114,7 +114,7 @@ def process_batch(session: Session, ctx: ServiceContext, batch_id: int, *, now: 
         session.commit()
     except Exception as exc:  # any failure: keep the batch and its error for the next attempt
         session.rollback()
-        error = one_line(_described(exc), 1000)
+        error = _one_line(_described(exc), 1000)
         _record_failure(session, batch_id, error, now)
         logger.warning("SendGrid batch %d: processing failed, kept for retry: %s", batch_id,
                        type(exc).__name__)
@@ -160,10 +160,12 @@ def rejected_events(session: Session, *, batches: int = 20) -> list[RejectedEven
     """The events rejected in the latest `batches` batches that had any, newest batch first (each
     batch's own events in order). The batch's stored body still holds each event as received, until
     retention removes it."""
-    rows = session.scalars(select(WebhookBatch).where(WebhookBatch.rejected.is_not(None))
-                           .order_by(WebhookBatch.id.desc()).limit(batches)).all()
-    found = [RejectedEvent(row.id, row.received_at, int(item["index"]), str(item["reason"]))
-             for row in rows for item in row.rejected or []]
+    rows = session.execute(
+        select(WebhookBatch.id, WebhookBatch.received_at, WebhookBatch.rejected)
+        .where(WebhookBatch.rejected.is_not(None))
+        .order_by(WebhookBatch.id.desc()).limit(batches)).all()
+    found = [RejectedEvent(batch_id, received_at, int(item["index"]), str(item["reason"]))
+             for batch_id, received_at, rejected in rows for item in rejected or []]
     session.commit()
     return found
 
@@ -205,7 +207,7 @@ def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_even
 
     def reject(index: int, reason: str) -> None:
         counts[INVALID] += 1
-        rejected.append((index, one_line(reason, REASON_LENGTH)))
+        rejected.append((index, _one_line(reason, REASON_LENGTH)))
 
     work: list[_Work] = []
     for index, raw in enumerate(raw_events):
@@ -262,7 +264,7 @@ def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_even
                 reject(item.index, "not applied: the database refused it (IntegrityError)")
                 continue
         except SQLAlchemyError as error:
-            if is_outage(error):
+            if _is_outage(error):
                 raise
             logger.error("SendGrid batch %d: event %d not applied: %s", batch_id, item.index,
                          type(error).__name__)
@@ -280,7 +282,7 @@ def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_even
     return counts, rejected
 
 
-def is_outage(error: SQLAlchemyError) -> bool:
+def _is_outage(error: SQLAlchemyError) -> bool:
     """Whether a database error says the database cannot be used now (unreachable, connection lost,
     locked, a deadlock or serialization failure) rather than that it refused one event's data: the
     batch must then fail as a whole and be tried again later."""
@@ -290,12 +292,13 @@ def is_outage(error: SQLAlchemyError) -> bool:
                       | PoolTimeoutError)
 
 
-def one_line(text: str, length: int) -> str:
+def _one_line(text: str, length: int) -> str:
     """`text` as one line of at most `length` characters for operators: whitespace runs become one
     space, and a character no stored text may hold (see `unsafe_character`) becomes `?`."""
     line = " ".join(text.split())
-    line = "".join("?" if unsafe_character(char) else char for char in line)
-    return line if len(line) <= length else line[:length - 1] + "…"
+    if len(line) > length:
+        line = line[:length - 1] + "…"
+    return "".join("?" if unsafe_character(char) else char for char in line)
 
 
 def _described(error: Exception) -> str:
