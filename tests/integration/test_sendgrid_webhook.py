@@ -348,6 +348,22 @@ def test_one_malformed_event_is_rejected_and_the_rest_of_its_batch_applied(
     assert f"batch 1 event [1], received 2026-06-01 12:00 UTC: {rejected['reason']}" in listed
 
 
+def test_an_integer_too_long_for_python_rejects_its_event_not_the_batch(client, session, ctx,
+                                                                       make_patron, signer):
+    a = make_patron(email="a@example.org")
+    good = batch_bytes([sendgrid_event("unsubscribe", "a@example.org", NOW)])
+    bad = batch_bytes([sendgrid_event("group_unsubscribe", "b@example.org", NOW,
+                                      asm_group_id=101)]).replace(b"101", b"9" * 5000)
+    body = good[:-1] + b"," + bad[1:]  # json.dumps cannot write such an integer itself
+
+    response = post_batch(client, signer, body)
+
+    assert response.status_code == 200 and response.json["processed"] is True
+    assert verdict(session, ctx, a).reason is Reason.OPTED_OUT
+    assert session.get(WebhookBatch, 1).rejected == [
+        {"index": 1, "reason": "asm_group_id: a number, not a group id"}]
+
+
 def test_a_rejected_event_is_listed_with_its_reason_on_one_line_and_without_its_value(
         client, signer, runner):
     events = [sendgrid_event("unsubscribe", "a@example.org", NOW),
