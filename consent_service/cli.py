@@ -335,8 +335,10 @@ def sendgrid_reconcile() -> None:
 @sendgrid.command("failures")
 def sendgrid_failures() -> None:
     """List what has not gone through: suppression jobs SendGrid refused, jobs waiting to retry,
-    webhook batches not processed, and events naming a group no topic is mapped to."""
+    webhook batches not processed, events naming a group no topic is mapped to, and webhook events
+    rejected (by batch and index in its stored body, with the reason)."""
     from consent_service.services.sendgrid_sync import sync_status
+    from consent_service.services.sendgrid_webhook import rejected_events
 
     status = sync_status(db.session, now=runtime.now())
     click.echo(f"suppression jobs: {status.pending_due} due, {status.pending_later} waiting "
@@ -350,6 +352,13 @@ def sendgrid_failures() -> None:
         click.echo(f"unsubscribe group {group_id} is mapped to no topic: {events} event(s) "
                    "(map it with `flask topics add KEY --name NAME --sendgrid-group ID`, then run "
                    "`flask sendgrid reconcile`)")
+    rejected = rejected_events(db.session)
+    click.echo(f"webhook events rejected (latest batches): {len(rejected)}")
+    for event in rejected[:50]:
+        click.echo(f"  batch {event.batch_id} event [{event.index}], received "
+                   f"{event.received_at:%Y-%m-%d %H:%M} UTC: {event.reason}")
+    if len(rejected) > 50:
+        click.echo(f"  ... and {len(rejected) - 50} more")
 
 
 @click.command("worker")

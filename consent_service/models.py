@@ -316,6 +316,9 @@ class WebhookBatch(db.Model):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
     counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # outcome -> events
+    # The events counted `invalid`, kept for operators: [{"index": n, "reason": one line}]; None when
+    # there were none (SQL NULL, so a query can find the batches that have some).
+    rejected: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class SendGridEventReceipt(db.Model):

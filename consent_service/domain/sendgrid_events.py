@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,10 +11,15 @@ from enum import StrEnum
 from typing import Any
 
 from consent_service.domain import ConsentServiceError
+from consent_service.domain.addresses import InvalidEmailError, normalize_email
+from consent_service.domain.text import clean_text
 
 # A Unix time this large is in milliseconds: 10**11 seconds is the year 5138, 10**11 ms is 1973.
 MILLISECONDS_FROM = 10**11
+MAX_GROUP_ID = 2**31 - 1  # the largest value of a database INTEGER column
+REFERENCE_LENGTH = 128  # sg_event_id, sg_message_id, patron_id: the sg_event_id columns' length
 _DETAIL_LENGTH = 200
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
 class Action(StrEnum):
@@ -55,12 +61,15 @@ ACTIONABLE_NAMES = frozenset({*_BY_NAME, "bounce", "dropped"})
 
 
 class InvalidSendGridEventError(ConsentServiceError):
-    """An event that should act on consent but lacks what it needs (address, time, group)."""
+    """An element of a batch that is not an event, or an event that should act on consent but lacks
+    what it needs (address, time, group) or holds a field of the wrong kind; the message is one line
+    naming the field, never its value."""
 
 
 @dataclass(frozen=True)
 class SendGridEvent:
-    """An actionable event, read: what to do, to which address (as sent), when, with references."""
+    """An actionable event, read and checked: what to do, to which address (normalised), when, with
+    references."""
 
     name: str
     action: Action
@@ -84,8 +93,10 @@ def action_for(event: Mapping[str, Any]) -> Action | None:
     address → suppressed; any other event or reason → nothing.
     """
     name = event.get("event")
+    if not isinstance(name, str):
+        return None
     if name in _BY_NAME:
-        return _BY_NAME[name]  # type: ignore[index]
+        return _BY_NAME[name]
     if name == "bounce":
         kind = event.get("type")
         return Action.UNDELIVERABLE if kind in (None, "bounce") else None
@@ -101,56 +112,81 @@ def action_for(event: Mapping[str, Any]) -> Action | None:
 def read_event(event: Any) -> SendGridEvent | None:
     """Read one element of a webhook batch: None when it asks nothing of the ledger (checked first,
     on the event name alone, so the many opens and clicks cost nothing); raise
-    InvalidSendGridEventError when it should act but cannot. Only `email`, `event` and `timestamp`
-    are required; custom args such as `patron_id` are top-level keys."""
-    if not isinstance(event, dict) or event.get("event") not in ACTIONABLE_NAMES:
+    InvalidSendGridEventError (or UnsafeTextError, InvalidEmailError) when it should act but cannot,
+    with a one-line reason naming the field and never echoing its value.
+
+    Only `email`, `event` and `timestamp` are required; custom args such as `patron_id` are top-level
+    keys. Every field the ledger reads is checked for its type, its range (a group id and a time must
+    fit the database's columns) and, for text, against the one rule for stored text (`clean_text`):
+    a field of the wrong kind makes the event invalid rather than being ignored. Fields the ledger
+    does not read are not looked at."""
+    if not isinstance(event, dict):
+        raise InvalidSendGridEventError(f"not a JSON object but {_kind(event)}")
+    name = event.get("event")
+    if not isinstance(name, str):
+        raise InvalidSendGridEventError(f"event: {_kind(name)} where the event name belongs")
+    if name not in ACTIONABLE_NAMES:
         return None
     action = action_for(event)
     if action is None:
         return None
-    email = event.get("email")
-    if not isinstance(email, str) or not email.strip():
-        raise InvalidSendGridEventError(f"a {event['event']} event without an email address")
     group_id = None
     if action in (Action.OPT_OUT_TOPIC, Action.OPT_IN_TOPIC):
-        group_id = _group_id(event.get("asm_group_id"))
-        if group_id is None:
-            raise InvalidSendGridEventError(f"a {event['event']} event without an asm_group_id")
+        group_id = group_id_of(event.get("asm_group_id"))
     suppression = None
     if action is Action.SPAM_REPORT:
         suppression = Suppression.SPAM_REPORT
     elif action is Action.SUPPRESS:
         suppression = _DROPPED_SUPPRESSED[_text(event.get("reason")).strip().lower()]
     return SendGridEvent(
-        name=event["event"],
+        name=name,
         action=action,
-        email=email.strip(),
+        email=_email(event.get("email")),
         occurred_at=event_time(event.get("timestamp")),
         group_id=group_id,
-        sg_event_id=_optional_text(event.get("sg_event_id")),
-        sg_message_id=_optional_text(event.get("sg_message_id")),
-        patron_public_id=_optional_text(event.get("patron_id")),
+        sg_event_id=_reference(event.get("sg_event_id"), "sg_event_id"),
+        sg_message_id=_reference(event.get("sg_message_id"), "sg_message_id"),
+        patron_public_id=_reference(event.get("patron_id"), "patron_id"),
         suppression=suppression,
-        detail=_text(event.get("reason"))[:_DETAIL_LENGTH],
+        detail=_detail(event.get("reason")),
     )
 
 
 def event_time(value: Any) -> datetime:
     """An event's `timestamp` as an aware UTC time: Unix seconds, or milliseconds (told apart by
-    size); a number or a string of digits."""
+    size); a number or a string of ASCII digits (with an optional fraction), from 1970 on."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidSendGridEventError(f"event timestamp {value!r} is not a Unix time")
+        raise InvalidSendGridEventError(f"timestamp: {_kind(value)}, not a Unix time")
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        raise InvalidSendGridEventError("timestamp: text that is not a Unix time")
     try:
         number = float(value)
-    except ValueError:
-        raise InvalidSendGridEventError(f"event timestamp {value!r} is not a Unix time") from None
+    except (OverflowError, ValueError):  # an integer too large for a float
+        raise InvalidSendGridEventError("timestamp: out of range") from None
     if number != number or number < 0:  # NaN or negative
-        raise InvalidSendGridEventError(f"event timestamp {value!r} is not a Unix time")
+        raise InvalidSendGridEventError("timestamp: not a Unix time (negative or not a number)")
     seconds = number / 1000 if number >= MILLISECONDS_FROM else number
     try:
         return datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
-        raise InvalidSendGridEventError(f"event timestamp {value!r} is out of range") from None
+        raise InvalidSendGridEventError("timestamp: out of range") from None
+
+
+def group_id_of(value: Any) -> int:
+    """An `asm_group_id`: a whole number (or a string of ASCII digits) from 1 to MAX_GROUP_ID, the
+    largest a database integer column holds.
+
+    :raise InvalidSendGridEventError: missing, of another type, or out of range.
+    """
+    if value is None:
+        raise InvalidSendGridEventError("asm_group_id: missing, and the event is about a group")
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSendGridEventError(f"asm_group_id: {_kind(value)}, not a group id")
+    if not 1 <= value <= MAX_GROUP_ID:
+        raise InvalidSendGridEventError(f"asm_group_id: out of range (1 to {MAX_GROUP_ID})")
+    return value
 
 
 def fingerprint(address_key: str, name: str, occurred_at: datetime, sg_message_id: str | None,
@@ -162,21 +198,55 @@ def fingerprint(address_key: str, name: str, occurred_at: datetime, sg_message_i
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
-def _group_id(value: Any) -> int | None:
-    if isinstance(value, bool):
+def _email(value: Any) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidSendGridEventError("email: missing or blank")
+    if not isinstance(value, str):
+        raise InvalidSendGridEventError(f"email: {_kind(value)}, not an address")
+    try:
+        return normalize_email(clean_text(value, field="email"), strict=False)
+    except InvalidEmailError as error:
+        raise InvalidSendGridEventError(f"email: {error}") from None
+
+
+def _reference(value: Any, field: str) -> str | None:
+    """An optional id SendGrid or our custom args give (text, or a whole number): None when absent
+    or blank."""
+    if value is None:
         return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip()) or None
-    return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidSendGridEventError(f"{field}: {_kind(value)}, not an id")
+    text = clean_text(str(value), field=field).strip()
+    if len(text) > REFERENCE_LENGTH:
+        raise InvalidSendGridEventError(f"{field}: longer than {REFERENCE_LENGTH} characters")
+    return text or None
+
+
+def _detail(value: Any) -> str:
+    """A bounce or drop reason on one line, shortened (an SMTP reply may span several lines)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidSendGridEventError(f"reason: {_kind(value)}, not text")
+    return " ".join(clean_text(value, field="reason", multiline=True).split())[:_DETAIL_LENGTH]
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, to name it in a reason without repeating it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
 
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
-
-
-def _optional_text(value: Any) -> str | None:
-    if isinstance(value, int | str) and not isinstance(value, bool) and str(value).strip():
-        return str(value).strip()[:128]
-    return None

@@ -16,6 +16,7 @@ from consent_service.domain import ConsentServiceError
 SIGNATURE_HEADER: str = EventWebhookHeader.SIGNATURE
 TIMESTAMP_HEADER: str = EventWebhookHeader.TIMESTAMP
 FUTURE_SKEW = timedelta(minutes=5)  # a signed timestamp this far ahead of our clock is still fine
+_INTEGER_DIGITS = 4000  # under Python's default limit for int() from text (4,300 digits)
 
 
 class WebhookKeyError(ConsentServiceError):
@@ -84,11 +85,20 @@ class WebhookVerifier:
 
 
 def parse_batch(body: bytes) -> list[Any]:
-    """The batch's events: the body must be a JSON array (each element is judged later)."""
+    """The batch's events: the body must be a JSON array (each element is judged later, on its own:
+    an integer too long for Python to read becomes an infinite float there, so that event alone is
+    refused as out of range)."""
     try:
-        events = json.loads(body)
+        events = json.loads(body, parse_int=_json_integer)
     except (ValueError, RecursionError):  # bytes that are not UTF-8; absurd nesting
         raise WebhookBodyError("the body is not JSON") from None
     if not isinstance(events, list):
         raise WebhookBodyError("the body is not a JSON array of events")
     return events
+
+
+def _json_integer(digits: str) -> int | float:
+    """A JSON integer; past Python's limit on digits (which would refuse the whole body) an infinity."""
+    if len(digits) <= _INTEGER_DIGITS:
+        return int(digits)
+    return float("-inf") if digits.startswith("-") else float("inf")

@@ -12,10 +12,18 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
-from consent_service.domain.addresses import normalize_email
 from consent_service.domain.ledger import Decision, Source
 from consent_service.domain.sendgrid_events import (
     Action,
@@ -24,6 +32,7 @@ from consent_service.domain.sendgrid_events import (
     fingerprint,
     read_event,
 )
+from consent_service.domain.text import unsafe_character
 from consent_service.models import Patron, SendGridEventReceipt, WebhookBatch
 from consent_service.sendgrid.client import retry_at
 from consent_service.services import ServiceContext
@@ -42,7 +51,8 @@ SKIPPED = "skipped"  # asks nothing of the ledger (processed, delivered, open, c
 APPLIED = "applied"  # applied to the ledger (which may have found a newer decision in force)
 DUPLICATE = "duplicate"  # delivered before: same sg_event_id, or same content
 UNKNOWN_GROUP = "unknown_group"  # an asm_group_id no topic is mapped to
-INVALID = "invalid"  # should act but cannot: no address, no time, a time in the future...
+INVALID = "invalid"  # malformed, or should act but cannot (kept in WebhookBatch.rejected)
+REASON_LENGTH = 200  # a rejected event's reason, on one line
 
 
 @dataclass(frozen=True)
@@ -72,10 +82,15 @@ def process_batch(session: Session, ctx: ServiceContext, batch_id: int, *, now: 
 
     Each actionable event is applied once: a repeat (same `sg_event_id`, or the same address, event,
     time, message and group under a new id) is counted and skipped, so SendGrid's retries and a
-    replayed batch change nothing. Events that ask nothing are skipped without database work. If
-    applying fails, nothing of it stays: the batch is kept with the error and retried later (by
-    `process_stored_batches`). Returns None when the batch is processed already or another process
-    holds it. `events` saves parsing the body again when the caller has it parsed."""
+    replayed batch change nothing. Events that ask nothing are skipped without database work.
+
+    Each event is judged on its own: one that is malformed, or whose application fails for a reason
+    of its own (each is applied inside a savepoint, undone alone), is counted `invalid` and kept in
+    `WebhookBatch.rejected` as its index in the batch and a one-line reason, and the rest of the
+    batch is applied. A database that cannot be reached (or a failure outside any one event) fails
+    the whole batch: nothing of it stays, and the batch is kept with the error and retried later
+    (by `process_stored_batches`). Returns None when the batch is processed already or another
+    process holds it. `events` saves parsing the body again when the caller has it parsed."""
     batch = session.scalar(select(WebhookBatch).where(
         WebhookBatch.id == batch_id, WebhookBatch.status != "processed",
     ).with_for_update(skip_locked=True))
@@ -83,18 +98,23 @@ def process_batch(session: Session, ctx: ServiceContext, batch_id: int, *, now: 
         session.rollback()
         return None
     try:
+        # The batch's own row is written first, so the transaction is open before the first
+        # savepoint (pysqlite begins a transaction only at a write; a savepoint outside one would
+        # commit when released).
+        batch.attempts += 1
+        session.flush()
         if events is None:
             events = _events_of(batch)
-        counts = _apply_events(session, ctx, batch.id, events, now)
+        counts, rejected = _apply_events(session, ctx, batch.id, events, now)
         batch.status = "processed"
         batch.processed_at = now
-        batch.attempts += 1
         batch.last_error = None
         batch.counts = dict(counts)
+        batch.rejected = [{"index": index, "reason": reason} for index, reason in rejected] or None
         session.commit()
     except Exception as exc:  # any failure: keep the batch and its error for the next attempt
         session.rollback()
-        error = f"{type(exc).__name__}: {exc}"[:1000]
+        error = _one_line(_described(exc), 1000)
         _record_failure(session, batch_id, error, now)
         logger.warning("SendGrid batch %d: processing failed, kept for retry: %s", batch_id,
                        type(exc).__name__)
@@ -102,6 +122,9 @@ def process_batch(session: Session, ctx: ServiceContext, batch_id: int, *, now: 
     if counts[UNKNOWN_GROUP]:
         logger.warning("SendGrid batch %d: %d event(s) name an unsubscribe group mapped to no "
                        "topic (see `flask sendgrid failures`)", batch_id, counts[UNKNOWN_GROUP])
+    if rejected:
+        logger.warning("SendGrid batch %d: %d event(s) rejected, the rest applied (see `flask "
+                       "sendgrid failures`)", batch_id, len(rejected))
     return BatchOutcome(batch_id, True, dict(counts))
 
 
@@ -121,6 +144,30 @@ def process_stored_batches(session: Session, ctx: ServiceContext, *, now: dateti
         if process_batch(session, ctx, batch_id, now=now) is not None:
             taken += 1
     return taken
+
+
+@dataclass(frozen=True)
+class RejectedEvent:
+    """An event of a batch that was not applied: where it is in the stored body, and why."""
+
+    batch_id: int
+    received_at: datetime
+    index: int  # its position in the batch's JSON array, from 0
+    reason: str
+
+
+def rejected_events(session: Session, *, batches: int = 20) -> list[RejectedEvent]:
+    """The events rejected in the latest `batches` batches that had any, newest batch first (each
+    batch's own events in order). The batch's stored body still holds each event as received, until
+    retention removes it."""
+    rows = session.execute(
+        select(WebhookBatch.id, WebhookBatch.received_at, WebhookBatch.rejected)
+        .where(WebhookBatch.rejected.is_not(None))
+        .order_by(WebhookBatch.id.desc()).limit(batches)).all()
+    found = [RejectedEvent(batch_id, received_at, int(item["index"]), str(item["reason"]))
+             for batch_id, received_at, rejected in rows for item in rejected or []]
+    session.commit()
+    return found
 
 
 def _events_of(batch: WebhookBatch) -> list[Any]:
@@ -145,34 +192,46 @@ def _record_failure(session: Session, batch_id: int, error: str, now: datetime) 
 
 @dataclass(frozen=True)
 class _Work:
+    index: int
     event: SendGridEvent
-    email: str
     address: str
     content_hash: str
 
 
 def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_events: Sequence[Any],
-                  now: datetime) -> Counter[str]:
+                  now: datetime) -> tuple[Counter[str], list[tuple[int, str]]]:
+    """Apply the events; returns them counted by outcome, and the rejected ones as (index, reason)."""
     counts: Counter[str] = Counter({SKIPPED: 0, APPLIED: 0, DUPLICATE: 0, UNKNOWN_GROUP: 0,
                                     INVALID: 0})
+    rejected: list[tuple[int, str]] = []
+
+    def reject(index: int, reason: str) -> None:
+        counts[INVALID] += 1
+        rejected.append((index, _one_line(reason, REASON_LENGTH)))
+
     work: list[_Work] = []
-    for raw in raw_events:
+    for index, raw in enumerate(raw_events):
         try:
             event = read_event(raw)
-            if event is None:
-                counts[SKIPPED] += 1
-                continue
-            if event.occurred_at > now + CLOCK_SKEW:
-                raise ConsentServiceError("an event time in the future")
-            email = normalize_email(event.email, strict=False)
-        except ConsentServiceError:
-            counts[INVALID] += 1
+        except ConsentServiceError as error:
+            reject(index, str(error))
             continue
-        address = ctx.address_key(email)
-        work.append(_Work(event, email, address, fingerprint(
+        except Exception as error:  # a defect in reading: this event alone is lost, and logged
+            logger.error("SendGrid batch %d: event %d could not be read: %s", batch_id, index,
+                         type(error).__name__)
+            reject(index, f"could not be read ({type(error).__name__})")
+            continue
+        if event is None:
+            counts[SKIPPED] += 1
+            continue
+        if event.occurred_at > now + CLOCK_SKEW:
+            reject(index, "timestamp: in the future")
+            continue
+        address = ctx.address_key(event.email)
+        work.append(_Work(index, event, address, fingerprint(
             address, event.name, event.occurred_at, event.sg_message_id, event.group_id)))
     if not work:
-        return counts
+        return counts, rejected
 
     seen_hashes, seen_ids = _receipts_for(session, work)
     groups = {group: key for key, group in topic_groups(session).items()}
@@ -183,24 +242,78 @@ def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_even
         if repeated_id or item.content_hash in seen_hashes:
             counts[DUPLICATE] += 1
             continue
+        topic = groups.get(event.group_id) if event.group_id is not None else None
+        outcome = UNKNOWN_GROUP if event.group_id is not None and topic is None else APPLIED
+        try:
+            with session.begin_nested():
+                if outcome == APPLIED:
+                    patron = named.get(event.patron_public_id or "")
+                    if patron is not None and patron.address_key != item.address:
+                        patron = None  # the message named someone else: the address alone decided
+                    _apply(session, ctx, item, topic, patron, batch_id, now)
+                session.add(SendGridEventReceipt(
+                    content_hash=item.content_hash, sg_event_id=event.sg_event_id,
+                    batch_id=batch_id, event=event.name, asm_group_id=event.group_id,
+                    occurred_at=event.occurred_at, received_at=now, outcome=outcome))
+        except IntegrityError:
+            if _received(session, item):  # another process applied it meanwhile
+                outcome = DUPLICATE
+            else:
+                logger.error("SendGrid batch %d: event %d not applied: IntegrityError", batch_id,
+                             item.index)
+                reject(item.index, "not applied: the database refused it (IntegrityError)")
+                continue
+        except SQLAlchemyError as error:
+            if _is_outage(error):
+                raise
+            logger.error("SendGrid batch %d: event %d not applied: %s", batch_id, item.index,
+                         type(error).__name__)
+            reject(item.index, f"not applied: the database refused it ({type(error).__name__})")
+            continue
+        except Exception as error:  # a defect met by this event alone: the others still count
+            logger.error("SendGrid batch %d: event %d not applied: %s", batch_id, item.index,
+                         type(error).__name__)
+            reject(item.index, f"not applied: {_described(error)}")
+            continue
         seen_hashes.add(item.content_hash)
         if event.sg_event_id:
             seen_ids.add(event.sg_event_id)
-        topic = groups.get(event.group_id) if event.group_id is not None else None
-        if event.group_id is not None and topic is None:
-            outcome = UNKNOWN_GROUP
-        else:
-            patron = named.get(event.patron_public_id or "")
-            if patron is not None and patron.address_key != item.address:
-                patron = None  # the message named someone else: the address alone decided
-            _apply(session, ctx, item, topic, patron, batch_id, now)
-            outcome = APPLIED
         counts[outcome] += 1
-        session.add(SendGridEventReceipt(
-            content_hash=item.content_hash, sg_event_id=event.sg_event_id, batch_id=batch_id,
-            event=event.name, asm_group_id=event.group_id, occurred_at=event.occurred_at,
-            received_at=now, outcome=outcome))
-    return counts
+    return counts, rejected
+
+
+def _is_outage(error: SQLAlchemyError) -> bool:
+    """Whether a database error says the database cannot be used now (unreachable, connection lost,
+    locked, a deadlock or serialization failure) rather than that it refused one event's data: the
+    batch must then fail as a whole and be tried again later."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OperationalError | InterfaceError | DisconnectionError
+                      | PoolTimeoutError)
+
+
+def _one_line(text: str, length: int) -> str:
+    """`text` as one line of at most `length` characters for operators: whitespace runs become one
+    space, and a character no stored text may hold (see `unsafe_character`) becomes `?`."""
+    line = " ".join(text.split())
+    if len(line) > length:
+        line = line[:length - 1] + "…"
+    return "".join("?" if unsafe_character(char) else char for char in line)
+
+
+def _described(error: Exception) -> str:
+    """The error's type and the first line of its message: a database error's further lines hold the
+    statement and its parameters, which may hold addresses."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _received(session: Session, item: _Work) -> bool:
+    """Whether a receipt for this event (its content or its sg_event_id) is in the database."""
+    conditions = [SendGridEventReceipt.content_hash == item.content_hash]
+    if item.event.sg_event_id:
+        conditions.append(SendGridEventReceipt.sg_event_id == item.event.sg_event_id)
+    return session.scalar(select(SendGridEventReceipt.id).where(or_(*conditions)).limit(1)) is not None
 
 
 def _apply(session: Session, ctx: ServiceContext, item: _Work, topic: str | None,
@@ -213,7 +326,7 @@ def _apply(session: Session, ctx: ServiceContext, item: _Work, topic: str | None
                         Action.OPT_IN_TOPIC):
         decision = Decision.OPT_IN if event.action is Action.OPT_IN_TOPIC else Decision.OPT_OUT
         record_email_decision(
-            session, ctx, email=item.email, address=item.address, decision=decision, topic=topic,
+            session, ctx, email=event.email, address=item.address, decision=decision, topic=topic,
             occurred_at=event.occurred_at, source=Source.SENDGRID_WEBHOOK, patron=patron,
             evidence=evidence, sg_event_id=event.sg_event_id, now=now)
     if event.action in (Action.SPAM_REPORT, Action.SUPPRESS):

@@ -41,7 +41,9 @@ def sendgrid_events() -> tuple[Response, int]:
         in the future; nothing is stored.
     :raise 400: the body is not a JSON array.
     The batch is stored and committed before the 200 answer, then processed in its own transaction;
-    if processing fails the batch stays stored for the worker, and the answer is still 200.
+    if processing fails the batch stays stored for the worker, and the answer is still 200. A
+    malformed event inside a good batch does not fail it: it is counted `invalid`, kept in the
+    batch record with its reason, and the others are applied.
     """
     config = current_app.config
     now = runtime.now()
@@ -56,7 +58,10 @@ def sendgrid_events() -> tuple[Response, int]:
     limit = int(config["SENDGRID_WEBHOOK_MAX_BYTES"])
     if request.content_length is not None and request.content_length > limit:
         return _refusal(413, f"batches are limited to {limit} bytes")
-    request.max_content_length = limit  # also bounds a body sent without a length
+    # A body sent without a length (chunked) is read up to one byte past the limit: werkzeug stops
+    # quietly at `max_content_length`, so reading up to the limit itself would hand on a body cut
+    # short (refused as wrongly signed) instead of telling the sender it is too large.
+    request.max_content_length = limit + 1
     try:
         body = request.get_data(cache=False)
     except RequestEntityTooLarge:

@@ -4,12 +4,17 @@ ledger, however often and in whatever order SendGrid delivers it."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
+import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from werkzeug.serving import make_server
 
 from consent_service.domain.eligibility import Reason
 from consent_service.models import (
@@ -297,9 +302,169 @@ def test_events_that_cannot_act_are_counted_and_the_rest_applied(client, session
 
     assert post_batch(client, signer, events).json["processed"] is True
 
-    counts = session.get(WebhookBatch, 1).counts
-    assert (counts["invalid"], counts["applied"], counts["skipped"]) == (5, 1, 1)
+    batch = session.get(WebhookBatch, 1)
+    assert (batch.counts["invalid"], batch.counts["applied"], batch.counts["skipped"]) == (6, 1, 0)
+    assert [item["index"] for item in batch.rejected] == [0, 1, 2, 3, 4, 5]
+    assert [item["reason"].split(":")[0] for item in batch.rejected] == [
+        "email", "email", "timestamp", "asm_group_id", "timestamp", "not a JSON object but text"]
     assert count(session, ConsentEvent) == 1
+
+
+# -- one malformed event is rejected alone ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("malformed", [
+    {"asm_group_id": "\u00b2"},  # a digit to str.isdigit, not to int()
+    {"asm_group_id": 10**30},
+    {"asm_group_id": 2**31},  # one past the largest INTEGER
+    {"event": ["group_unsubscribe"]},
+    {"sg_event_id": "ev\x00nt"},  # PostgreSQL refuses NUL in text
+    {"patron_id": "p\x00"},
+    {"sg_message_id": "m\u202e1"},
+    {"email": "b\x00@example.org"},
+    {"timestamp": 10**400},  # parses as JSON, too large for a float
+], ids=lambda fields: ",".join(fields))
+def test_one_malformed_event_is_rejected_and_the_rest_of_its_batch_applied(
+        client, session, ctx, make_patron, signer, topics, runner, malformed):
+    a = make_patron(email="a@example.org")
+    b = make_patron(email="b@example.org")
+    events = [sendgrid_event("unsubscribe", "a@example.org", NOW, sg_event_id="ev-a"),
+              dict(sendgrid_event("group_unsubscribe", "b@example.org", NOW,
+                                  asm_group_id=EVENTS_GROUP, sg_event_id="ev-b"), **malformed),
+              sendgrid_event("spamreport", "c@example.org", NOW, sg_event_id="ev-c")]
+
+    response = post_batch(client, signer, events)
+
+    assert response.status_code == 200 and response.json["processed"] is True
+    assert verdict(session, ctx, a).reason is Reason.OPTED_OUT
+    assert verdict(session, ctx, b, "events").allowed, "the malformed event did nothing"
+    assert session.get(AddressSuppression, ctx.address_key("c@example.org")) is not None
+    batch = session.get(WebhookBatch, 1)
+    assert (batch.counts["applied"], batch.counts["invalid"]) == (2, 1)
+    [rejected] = batch.rejected
+    assert rejected["index"] == 1 and rejected["reason"].startswith(next(iter(malformed)))
+    listed = runner.invoke(args=["sendgrid", "failures"]).output
+    assert "webhook events rejected (latest batches): 1" in listed
+    assert f"batch 1 event [1], received 2026-06-01 12:00 UTC: {rejected['reason']}" in listed
+
+
+def test_an_integer_too_long_for_python_rejects_its_event_not_the_batch(client, session, ctx,
+                                                                       make_patron, signer):
+    a = make_patron(email="a@example.org")
+    good = batch_bytes([sendgrid_event("unsubscribe", "a@example.org", NOW)])
+    bad = batch_bytes([sendgrid_event("group_unsubscribe", "b@example.org", NOW,
+                                      asm_group_id=101)]).replace(b"101", b"9" * 5000)
+    body = good[:-1] + b"," + bad[1:]  # json.dumps cannot write such an integer itself
+
+    response = post_batch(client, signer, body)
+
+    assert response.status_code == 200 and response.json["processed"] is True
+    assert verdict(session, ctx, a).reason is Reason.OPTED_OUT
+    assert session.get(WebhookBatch, 1).rejected == [
+        {"index": 1, "reason": "asm_group_id: a number, not a group id"}]
+
+
+def test_a_rejected_event_is_listed_with_its_reason_on_one_line_and_without_its_value(
+        client, signer, runner):
+    events = [sendgrid_event("unsubscribe", "a@example.org", NOW),
+              dict(sendgrid_event("unsubscribe", "b@example.org", NOW),
+                   timestamp="secret\nline\x00two")]
+
+    post_batch(client, signer, events)
+
+    listed = runner.invoke(args=["sendgrid", "failures"]).output
+    assert "  batch 1 event [1], received 2026-06-01 12:00 UTC: timestamp: text that is not a " \
+           "Unix time\n" in listed
+    assert "secret" not in listed and "b@example.org" not in listed
+
+
+def test_a_batch_without_rejected_events_records_none(client, session, signer):
+    post_batch(client, signer, [sendgrid_event("unsubscribe", "a@example.org", NOW)])
+
+    assert session.get(WebhookBatch, 1).rejected is None
+
+
+def test_an_unexpected_failure_applying_one_event_undoes_only_that_event(
+        client, session, ctx, make_patron, signer, monkeypatch, caplog):
+    a = make_patron(email="a@example.org")
+    b = make_patron(email="b@example.org")
+    c = make_patron(email="c@example.org")
+    real_apply = sendgrid_webhook._apply
+
+    def fail_after_writing_for_b(session_, ctx_, item, *args):
+        real_apply(session_, ctx_, item, *args)  # b's decision is written, then the failure
+        if item.event.email == "b@example.org":
+            raise KeyError("a defect met by this event alone")
+
+    monkeypatch.setattr(sendgrid_webhook, "_apply", fail_after_writing_for_b)
+    caplog.set_level(logging.WARNING)
+    events = [sendgrid_event("unsubscribe", address, NOW - MINUTE, sg_event_id=f"ev-{address}")
+              for address in ("a@example.org", "b@example.org", "c@example.org")]
+
+    response = post_batch(client, signer, events)
+
+    assert response.json["processed"] is True
+    assert verdict(session, ctx, a).reason is Reason.OPTED_OUT
+    assert verdict(session, ctx, c).reason is Reason.OPTED_OUT
+    assert verdict(session, ctx, b).allowed, "b's half-done work was rolled back with its savepoint"
+    assert {event.sg_event_id for event in session.scalars(select(ConsentEvent))} == {
+        "ev-a@example.org", "ev-c@example.org"}
+    assert count(session, SendGridEventReceipt) == 2, "b is not receipted: a replay tries it again"
+    batch = session.get(WebhookBatch, 1)
+    assert batch.rejected == [{"index": 1, "reason": "not applied: KeyError: 'a defect met by "
+                                                     "this event alone'"}]
+    assert "event 1 not applied: KeyError" in caplog.text
+    assert "b@example.org" not in caplog.text
+
+
+def test_a_database_outage_while_applying_fails_the_whole_batch_for_a_retry(
+        client, session, ctx, make_patron, signer, monkeypatch):
+    a = make_patron(email="a@example.org")
+    b = make_patron(email="b@example.org")
+    real_apply = sendgrid_webhook._apply
+
+    def outage_at_b(session_, ctx_, item, *args):
+        if item.event.email == "b@example.org":
+            raise OperationalError("insert", {}, Exception("server closed the connection"))
+        real_apply(session_, ctx_, item, *args)
+
+    monkeypatch.setattr(sendgrid_webhook, "_apply", outage_at_b)
+    events = [sendgrid_event("unsubscribe", "a@example.org", NOW - MINUTE),
+              sendgrid_event("unsubscribe", "b@example.org", NOW - MINUTE)]
+
+    response = post_batch(client, signer, events)
+
+    assert response.status_code == 200 and response.json["processed"] is False
+    session.expire_all()
+    batch = session.get(WebhookBatch, 1)
+    assert (batch.status, batch.attempts) == ("failed", 1)
+    assert batch.last_error == "OperationalError: (builtins.Exception) server closed the connection"
+    assert count(session, ConsentEvent) == 0, "a's released savepoint was not committed alone"
+    assert count(session, SendGridEventReceipt) == 0
+
+    monkeypatch.setattr(sendgrid_webhook, "_apply", real_apply)
+    assert process_stored_batches(session, ctx, now=NOW + timedelta(minutes=2)) == 1
+
+    assert verdict(session, ctx, a).reason is Reason.OPTED_OUT
+    assert verdict(session, ctx, b).reason is Reason.OPTED_OUT
+
+
+def test_an_event_applied_meanwhile_by_another_process_counts_as_a_duplicate(
+        client, session, signer, monkeypatch):
+    event = sendgrid_event("unsubscribe", "a@example.org", NOW - MINUTE, sg_event_id="ev-1")
+    post_batch(client, signer, [event])
+    # The second batch reads the receipts before the first one commits (two requests at once):
+    # the unique receipt then refuses the event, which was applied after all.
+    monkeypatch.setattr(sendgrid_webhook, "_receipts_for", lambda *args: (set(), set()))
+
+    response = post_batch(client, signer, [event, sendgrid_event("unsubscribe", "b@example.org",
+                                                                 NOW - MINUTE)])
+
+    assert response.json["processed"] is True
+    batch = session.get(WebhookBatch, 2)
+    assert (batch.counts["duplicate"], batch.counts["applied"], batch.counts["invalid"]) == (1, 1, 0)
+    assert batch.rejected is None
+    assert count(session, ConsentEvent) == 2
 
 
 def test_the_age_of_each_accepted_batch_is_logged_without_addresses(client, signer, caplog):
@@ -463,22 +628,45 @@ def test_a_body_over_the_limit_is_refused_by_its_length(app_factory, signer):
     assert response.is_json
 
 
-def test_a_body_over_the_limit_sent_without_a_length_is_refused_by_its_bytes(app_factory, signer):
-    import io
-
+@pytest.mark.parametrize(("size", "status"), [(999, 200), (1000, 200), (1001, 413), (5000, 413)])
+def test_a_chunked_body_without_a_length_is_refused_as_too_large_only_past_the_limit(
+        app_factory, signer, size, status):
+    """A real HTTP/1.1 request with Transfer-Encoding: chunked, to a live server: the test client
+    always sends a Content-Length, so it cannot show this."""
     app = app_factory(SENDGRID_WEBHOOK_MAX_BYTES=1000, CLOCK=lambda: NOW,
                       SENDGRID_WEBHOOK_PUBLIC_KEY=signer.public_key_base64)
-    body = batch_bytes([sendgrid_event("open", f"r{n}@example.org", NOW) for n in range(20)])
+    body = b"[" + b" " * (size - 2) + b"]"  # a valid, signed, empty batch of `size` bytes
     headers = signer.headers(body, str(int(NOW.timestamp())))
+    headers["Content-Type"] = "application/json"
 
-    response = app.test_client().post(
-        "/webhooks/sendgrid", input_stream=io.BytesIO(body), headers=headers,
-        content_type="application/json", environ_overrides={"wsgi.input_terminated": True})
+    with live_server(app) as port:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/webhooks/sendgrid", body=iter([body[:400], body[400:]]),
+                           headers=headers, encode_chunked=True)
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        connection.close()
 
-    assert response.status_code == 413
+    assert response.status == status
+    if status == 413:
+        assert answer["message"] == "batches are limited to 1000 bytes"
     with app.app_context():
         from consent_service.extensions import db
-        assert count(db.session, WebhookBatch) == 0
+        assert count(db.session, WebhookBatch) == (1 if status == 200 else 0)
+
+
+@contextmanager
+def live_server(app):
+    """Serve `app` with werkzeug's server on a free port of 127.0.0.1 while inside."""
+    server = make_server("127.0.0.1", 0, app)
+    thread = threading.Thread(target=server.serve_forever, name="webhook-server", daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
 
 
 # -- nothing lost ---------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from consent_service.domain import ConsentServiceError
 from consent_service.domain.ledger import Actor, Decision, Ruling
 from consent_service.domain.sendgrid_events import (
+    MAX_GROUP_ID,
     Action,
     InvalidSendGridEventError,
     Suppression,
@@ -19,6 +21,7 @@ from consent_service.domain.sendgrid_events import (
     read_event,
 )
 from consent_service.domain.suppression_state import DesiredSuppressions, desired_suppressions
+from consent_service.domain.text import unsafe_character
 from consent_service.sendgrid.client import retry_at
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -56,7 +59,8 @@ def test_timestamps_in_seconds_and_milliseconds_are_the_same_instant():
     assert event_time(seconds * 1000 + 250) == NOW + timedelta(milliseconds=250)
 
 
-@pytest.mark.parametrize("value", [None, True, "yesterday", -5, float("nan"), [1], 10**30])
+@pytest.mark.parametrize("value", [None, True, "yesterday", -5, float("nan"), [1], 10**30,
+                                   pytest.param(10**400, id="10**400"), float("inf"), "-5", " 5"])
 def test_a_timestamp_that_is_not_a_unix_time_is_invalid(value):
     with pytest.raises(InvalidSendGridEventError):
         event_time(value)
@@ -70,12 +74,21 @@ def test_a_read_event_keeps_only_what_the_ledger_needs():
     assert event is not None
     assert (event.action, event.email, event.occurred_at, event.group_id, event.sg_event_id,
             event.sg_message_id, event.patron_public_id) == (
-        Action.OPT_OUT_TOPIC, "Reader@Example.org", NOW, 12, "abc", None, "p_1")
+        Action.OPT_OUT_TOPIC, "reader@example.org", NOW, 12, "abc", None, "p_1")
 
 
 def test_engagement_events_are_skipped_before_anything_is_read():
     assert read_event({"event": "open", "timestamp": "not even a time"}) is None
-    assert read_event(["not", "an", "event"]) is None
+    assert read_event({"event": "click", "email": ["a list"], "sg_event_id": "\x00"}) is None
+
+
+@pytest.mark.parametrize("element", [["not", "an", "event"], "unsubscribe", 7, None,
+                                     {"email": "a@example.org", "timestamp": 1},
+                                     {"event": ["unsubscribe"], "email": "a@example.org"},
+                                     {"event": {"name": "unsubscribe"}}, {"event": 3}])
+def test_an_element_that_is_not_an_event_with_a_name_is_invalid_not_skipped(element):
+    with pytest.raises(InvalidSendGridEventError):
+        read_event(element)
 
 
 @pytest.mark.parametrize("event", [
@@ -88,6 +101,71 @@ def test_engagement_events_are_skipped_before_anything_is_read():
 def test_an_actionable_event_missing_what_it_needs_is_invalid(event):
     with pytest.raises(InvalidSendGridEventError):
         read_event(event)
+
+
+GOOD = {"event": "group_unsubscribe", "email": "a@example.org", "timestamp": 1_780_000_000,
+        "asm_group_id": 101}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("asm_group_id", "\u00b2"),  # a digit to str.isdigit, not to int()
+    ("asm_group_id", "\u0661\u0662"),  # Arabic-Indic digits
+    ("asm_group_id", 10**30),
+    ("asm_group_id", 2**31),  # one past the largest INTEGER
+    ("asm_group_id", -101),
+    ("asm_group_id", True),
+    ("asm_group_id", 101.5),
+    ("asm_group_id", [101]),
+    ("email", ["a@example.org"]),
+    ("email", "a\x00@example.org"),
+    ("email", "a@example.org\u202e"),
+    pytest.param("timestamp", 10**400, id="timestamp-10**400"),  # too large even for a float
+    ("timestamp", "1_780_000_000"),  # float() takes it; SendGrid never sends it
+    ("timestamp", "\u0661\u0662\u0663"),
+    ("timestamp", {"seconds": 1}),
+    ("sg_event_id", "ev\x00nt"),
+    ("sg_event_id", "e" * 129),
+    ("sg_event_id", ["ev-1"]),
+    ("sg_event_id", 1.5),
+    ("sg_message_id", "m\x1b[31m"),
+    ("patron_id", "p_\u202e1"),
+    ("patron_id", {"id": 1}),
+    ("reason", "550\x00"),
+    ("reason", 550),
+])
+def test_a_field_of_the_wrong_kind_makes_the_event_invalid_and_the_reason_names_the_field(field,
+                                                                                       value):
+    with pytest.raises(ConsentServiceError) as raised:
+        read_event(dict(GOOD, **{field: value}))
+
+    reason = str(raised.value)
+    assert reason.startswith(field) and "\n" not in reason
+    assert unsafe_character(reason) is None, "the reason is safe to store and print"
+
+
+def test_the_largest_group_id_a_database_integer_holds_is_accepted():
+    assert read_event(dict(GOOD, asm_group_id=MAX_GROUP_ID)).group_id == MAX_GROUP_ID
+    assert read_event(dict(GOOD, asm_group_id=str(MAX_GROUP_ID))).group_id == MAX_GROUP_ID
+
+
+def test_numeric_ids_are_read_as_text_and_blank_ones_as_missing():
+    event = read_event(dict(GOOD, sg_event_id=12345, sg_message_id="  ", patron_id=None))
+
+    assert (event.sg_event_id, event.sg_message_id, event.patron_public_id) == ("12345", None, None)
+
+
+def test_a_reason_is_never_repeated_in_the_message():
+    with pytest.raises(InvalidSendGridEventError) as raised:
+        read_event(dict(GOOD, timestamp="private note 555-0100"))
+
+    assert "private" not in str(raised.value)
+
+
+def test_a_bounce_reason_on_several_lines_is_kept_on_one():
+    event = read_event({"event": "bounce", "email": "a@example.org", "timestamp": 1,
+                        "type": "bounce", "reason": "550-5.1.1 no such user\r\n550 5.1.1\tbye"})
+
+    assert event.detail == "550-5.1.1 no such user 550 5.1.1 bye"
 
 
 def test_a_dropped_spam_reporting_address_is_a_spam_suppression():
