@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from consent_service import runtime
 from consent_service.domain import ConsentServiceError
+from consent_service.domain.purposes import VENDOR_PURPOSES
 from consent_service.domain.tokens import LinkKind
 from consent_service.extensions import db
 
@@ -269,8 +270,7 @@ def guardians_done(task_id: int) -> None:
 @guardians.command("verify-id")
 @click.argument("child_card")
 @click.option("--guardian", required=True, help="The guardian's card number or linked email.")
-@click.option("--purpose", required=True, type=click.Choice(["contact_update",
-                                                             "third_party_modeling"]),
+@click.option("--purpose", required=True, type=click.Choice(VENDOR_PURPOSES),
               help="The vendor sharing the guardian allows.")
 @click.option("--staff", required=True, help="Who checked the guardian's ID.")
 def guardians_verify_id(child_card: str, guardian: str, purpose: str, staff: str) -> None:

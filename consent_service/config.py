@@ -11,8 +11,13 @@ from urllib.parse import urlsplit
 import click
 
 from consent_service.domain import ConsentServiceError
-from consent_service.domain.guardians import DEMO_VENDORS
+from consent_service.domain.purposes import PurposeKey
 
+# Two example vendors, so the guardian pages and mail show what a real list looks like.
+DEMO_VENDORS = (f"Example Address Services|https://address-services.example/privacy|"
+                f"{PurposeKey.CONTACT_UPDATE};"
+                f"Example Outreach Analytics|https://outreach-analytics.example/privacy|"
+                f"{PurposeKey.THIRD_PARTY_MODELING}")
 DEV_SECRET_KEY = "dev-only-insecure-secret-key"  # noqa: S105 - refused in production
 DEV_ADDRESS_HASH_KEY = "dev-only-insecure-address-hash-key"
 MIN_KEY_LENGTH = 32

@@ -10,12 +10,13 @@ from typing import Any
 
 from consent_service.domain import ConsentServiceError
 from consent_service.domain.ledger import age_on
-from consent_service.domain.purposes import Catalog, Purpose
+from consent_service.domain.purposes import VENDOR_PURPOSES, Catalog, Purpose, PurposeKey
 
 # The order a guardian sees the purposes in: what the child does first, vendors last (and apart).
-GUARDIAN_ORDER = ("child_online_services", "child_programs", "minor_card", "email_marketing",
-                  "postal_marketing", "photo_video", "contact_update", "third_party_modeling")
-MINOR_CARD = "minor_card"
+GUARDIAN_ORDER = (PurposeKey.CHILD_ONLINE_SERVICES, PurposeKey.CHILD_PROGRAMS, PurposeKey.MINOR_CARD,
+                  PurposeKey.EMAIL_MARKETING, PurposeKey.POSTAL_MARKETING, PurposeKey.PHOTO_VIDEO,
+                  PurposeKey.CONTACT_UPDATE, PurposeKey.THIRD_PARTY_MODELING)
+MINOR_CARD: str = PurposeKey.MINOR_CARD.value
 
 
 class VendorMethod(StrEnum):
@@ -38,10 +39,6 @@ class Vendor:
     purposes: tuple[str, ...]
 
 
-VENDOR_PURPOSES = ("contact_update", "third_party_modeling")
-DEMO_VENDORS = ("Example Address Services|https://address-services.example/privacy|contact_update;"
-                "Example Outreach Analytics|https://outreach-analytics.example/privacy|"
-                "third_party_modeling")
 
 
 def parse_vendors(text: str) -> tuple[Vendor, ...]:

@@ -25,6 +25,20 @@ class Channel(StrEnum):
     NONE = "none"
 
 
+class PurposeKey(StrEnum):
+    """The purposes' keys: the one place their names are written. Everything else takes them from
+    here or from a Catalog (a test checks that every page, export and command knows each one)."""
+
+    EMAIL_MARKETING = "email_marketing"
+    POSTAL_MARKETING = "postal_marketing"
+    PHOTO_VIDEO = "photo_video"
+    CONTACT_UPDATE = "contact_update"
+    THIRD_PARTY_MODELING = "third_party_modeling"
+    CHILD_ONLINE_SERVICES = "child_online_services"
+    CHILD_PROGRAMS = "child_programs"
+    MINOR_CARD = "minor_card"
+
+
 CHILD_AGE = 13  # under this age, only a guardian's opt-in counts (COPPA, the library's policy)
 MINOR_CARD_AGE = 17  # under this age, a library card needs a guardian's permission
 
@@ -41,30 +55,41 @@ class Purpose:
     has_topics: bool = False
     discloses_to_vendor: bool = False
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", str(self.key))  # a PurposeKey, kept as its plain value
+
 
 class UnknownPurposeError(ConsentServiceError):
     """A purpose key that is not in the catalog."""
 
 
 _DEFAULTS: tuple[Purpose, ...] = (
-    Purpose("email_marketing", "Email about programs, services and events", Basis.OPT_OUT,
+    Purpose(PurposeKey.EMAIL_MARKETING, "Email about programs, services and events", Basis.OPT_OUT,
             Channel.EMAIL, CHILD_AGE, has_topics=True),
-    Purpose("postal_marketing", "Postal mail about programs", Basis.OPT_OUT, Channel.POSTAL, CHILD_AGE),
-    Purpose("photo_video", "Being photographed or filmed at library activities", Basis.OPT_OUT,
-            Channel.NONE, CHILD_AGE),
-    Purpose("contact_update", "Contact details sent to a vendor that keeps them current",
+    Purpose(PurposeKey.POSTAL_MARKETING, "Postal mail about programs", Basis.OPT_OUT, Channel.POSTAL,
+            CHILD_AGE),
+    Purpose(PurposeKey.PHOTO_VIDEO, "Being photographed or filmed at library activities",
+            Basis.OPT_OUT, Channel.NONE, CHILD_AGE),
+    Purpose(PurposeKey.CONTACT_UPDATE, "Contact details sent to a vendor that keeps them current",
             Basis.OPT_OUT, Channel.NONE, CHILD_AGE, discloses_to_vendor=True),
-    Purpose("third_party_modeling", "Data sent to a vendor that builds models to reach patrons",
+    Purpose(PurposeKey.THIRD_PARTY_MODELING,
+            "Data sent to a vendor that builds models to reach patrons",
             Basis.OPT_OUT, Channel.NONE, CHILD_AGE, discloses_to_vendor=True),
-    Purpose("child_online_services", "A child's use of online services that collect personal information",
+    Purpose(PurposeKey.CHILD_ONLINE_SERVICES,
+            "A child's use of online services that collect personal information",
             Basis.GUARDIAN_ONLY, Channel.NONE, CHILD_AGE),
-    Purpose("child_programs", "Collecting a child's information for programs", Basis.GUARDIAN_ONLY,
-            Channel.NONE, CHILD_AGE),
-    Purpose("minor_card", "A library card for a patron under 17", Basis.GUARDIAN_ONLY, Channel.NONE,
-            MINOR_CARD_AGE),
+    Purpose(PurposeKey.CHILD_PROGRAMS, "Collecting a child's information for programs",
+            Basis.GUARDIAN_ONLY, Channel.NONE, CHILD_AGE),
+    Purpose(PurposeKey.MINOR_CARD, "A library card for a patron under 17", Basis.GUARDIAN_ONLY,
+            Channel.NONE, MINOR_CARD_AGE),
 )
 
-EMAIL_PURPOSE = "email_marketing"
+EMAIL_PURPOSE: str = PurposeKey.EMAIL_MARKETING.value
+# Sharing with vendors: a separate decision, and for a child under 13 a separate guardian opt-in.
+VENDOR_PURPOSES: tuple[str, ...] = tuple(str(p.key) for p in _DEFAULTS if p.discloses_to_vendor)
+# What a patron decides for themself: every purpose but the guardian-only ones.
+PATRON_PURPOSES: tuple[str, ...] = tuple(str(p.key) for p in _DEFAULTS
+                                         if p.basis is not Basis.GUARDIAN_ONLY)
 
 
 class Catalog:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent_service.domain.ledger import Actor, Decision, Source
+from consent_service.domain.purposes import PurposeKey
 from consent_service.domain.tokens import LinkKind
 from consent_service.models import ConsentEvent, Patron, PolicyVersion
 from consent_service.services import ServiceContext
@@ -108,11 +109,12 @@ TRY = (
 def _demo_decisions(session: Session, ctx: ServiceContext, now: datetime) -> None:
     by_card = {p.card_number: p for p in session.scalars(select(Patron))}
     decisions = [
-        ("D0000001", "postal_marketing", None, Decision.OPT_OUT, Actor.STAFF, Source.STAFF_DESK, 20),
-        ("D0000002", "email_marketing", "library_news", Decision.OPT_OUT, Actor.PATRON,
+        ("D0000001", PurposeKey.POSTAL_MARKETING, None, Decision.OPT_OUT, Actor.STAFF, Source.STAFF_DESK, 20),
+        ("D0000002", PurposeKey.EMAIL_MARKETING, "library_news", Decision.OPT_OUT, Actor.PATRON,
          Source.PREFERENCE_CENTER, 10),
-        ("D0000004", "child_programs", None, Decision.OPT_IN, Actor.GUARDIAN, Source.GUARDIAN_PAGE, 5),
-        ("D0000005", "third_party_modeling", None, Decision.OPT_OUT, Actor.PATRON, Source.GPC, 2),
+        ("D0000004", PurposeKey.CHILD_PROGRAMS, None, Decision.OPT_IN, Actor.GUARDIAN,
+         Source.GUARDIAN_PAGE, 5),
+        ("D0000005", PurposeKey.THIRD_PARTY_MODELING, None, Decision.OPT_OUT, Actor.PATRON, Source.GPC, 2),
     ]
     for card, purpose, topic, decision, actor, source, days_ago in decisions:
         record_decision(session, ctx, DecisionRequest(

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
 from consent_service.domain.ledger import WHOLE_PURPOSE, Key, Ruling, age_on
+from consent_service.domain.purposes import EMAIL_PURPOSE
 from consent_service.domain.tokens import LinkKind
 from consent_service.models import Patron, Topic
 from consent_service.services import ServiceContext
@@ -69,5 +70,5 @@ def link_for_card(session: Session, ctx: ServiceContext, kind: LinkKind, card_nu
                   topic: str | None = None) -> str:
     """An absolute signed link of `kind` for the patron with this card number (a topic is checked)."""
     patron = find_by_card(session, card_number)
-    topic_key = checked_topic(session, "email_marketing", True, topic) if topic else WHOLE_PURPOSE
+    topic_key = checked_topic(session, EMAIL_PURPOSE, True, topic) if topic else WHOLE_PURPOSE
     return ctx.link(kind, patron.public_id, topic_key or None)

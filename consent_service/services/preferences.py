@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session
 from consent_service.domain.addresses import mask_email, normalize_email
 from consent_service.domain.eligibility import Reason
 from consent_service.domain.ledger import Actor, Decision, Key, Ruling, Source, age_on, resolve
-from consent_service.domain.purposes import CHILD_AGE, EMAIL_PURPOSE, Basis, Purpose
+from consent_service.domain.purposes import (
+    CHILD_AGE,
+    EMAIL_PURPOSE,
+    PATRON_PURPOSES,
+    Basis,
+    Purpose,
+    PurposeKey,
+)
 from consent_service.domain.tokens import LinkKind
 from consent_service.mail.compose import MessageCategory
 from consent_service.models import ConsentEvent, Patron, Topic
@@ -25,8 +32,9 @@ from consent_service.services.topics import topic_names
 
 EMAIL_ROW = "email"  # the row for all library email
 TOPIC_ROW_PREFIX = "topic_"  # + topic key: the row for one email topic
-OTHER_PURPOSES = ("postal_marketing", "photo_video", "contact_update", "third_party_modeling")
-GPC_PURPOSE = "third_party_modeling"  # what a Global Privacy Control signal opts out of
+# What the page shows beside email: every purpose a patron decides for themself.
+OTHER_PURPOSES = tuple(key for key in PATRON_PURPOSES if key != EMAIL_PURPOSE)
+GPC_PURPOSE = PurposeKey.THIRD_PARTY_MODELING  # what a Global Privacy Control signal opts out of
 
 
 @dataclass(frozen=True)

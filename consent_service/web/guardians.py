@@ -22,12 +22,12 @@ from wtforms.validators import DataRequired, Length
 from consent_service import runtime
 from consent_service.domain.evidence import link_evidence
 from consent_service.domain.guardians import (
-    VENDOR_PURPOSES,
     GuardianSettings,
     Vendor,
     VendorMethod,
 )
 from consent_service.domain.ledger import Actor, Decision
+from consent_service.domain.purposes import VENDOR_PURPOSES, PurposeKey
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims
 from consent_service.extensions import db
 from consent_service.services import ServiceContext
@@ -65,33 +65,33 @@ def _check_settings(state: BlueprintSetupState) -> None:
 
 
 _PURPOSE_TEXT = {
-    "child_online_services": (
+    PurposeKey.CHILD_ONLINE_SERVICES: (
         lazy_gettext("Online services"),
         lazy_gettext("Using the library's online services that ask for personal information, such "
                      "as e-book and homework-help accounts.")),
-    "child_programs": (
+    PurposeKey.CHILD_PROGRAMS: (
         lazy_gettext("Programs"),
         lazy_gettext("Collecting the child's name, age and contact details to sign them up for "
                      "programs, in person or online.")),
-    "minor_card": (
+    PurposeKey.MINOR_CARD: (
         lazy_gettext("A library card"),
         lazy_gettext("A library card of their own: anyone under 17 needs a parent's or guardian's "
                      "permission.")),
-    "email_marketing": (
+    PurposeKey.EMAIL_MARKETING: (
         lazy_gettext("Email from the library"),
         lazy_gettext("Email about programs and events.")),
-    "postal_marketing": (
+    PurposeKey.POSTAL_MARKETING: (
         lazy_gettext("Postal mail"),
         lazy_gettext("Letters and flyers about programs.")),
-    "photo_video": (
+    PurposeKey.PHOTO_VIDEO: (
         lazy_gettext("Photos and video"),
         lazy_gettext("Appearing in photos or video the library takes at its activities to show "
                      "what it does.")),
-    "contact_update": (
+    PurposeKey.CONTACT_UPDATE: (
         lazy_gettext("Sharing to keep contact details current"),
         lazy_gettext("Sending the child's name and address to a company that keeps them up to "
                      "date, for example after a move.")),
-    "third_party_modeling": (
+    PurposeKey.THIRD_PARTY_MODELING: (
         lazy_gettext("Sharing to reach more people"),
         lazy_gettext("Sending the child's data to a company that builds models to help the "
                      "library reach people who might use it.")),

@@ -23,6 +23,7 @@ from consent_service.domain.addresses import InvalidEmailError, normalize_email
 from consent_service.domain.eligibility import Reason
 from consent_service.domain.evidence import link_evidence
 from consent_service.domain.ledger import Decision, Source
+from consent_service.domain.purposes import Channel, PurposeKey
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims, LinkKind
 from consent_service.extensions import csrf, db, limiter
 from consent_service.models import Patron
@@ -55,16 +56,16 @@ _PURPOSE_TEXT = {
     EMAIL_ROW: (lazy_gettext("All library email"),
                 lazy_gettext("Email about programs, services and events. Turning this off stops "
                              "every topic below.")),
-    "postal_marketing": (lazy_gettext("Postal mail"),
+    PurposeKey.POSTAL_MARKETING: (lazy_gettext("Postal mail"),
                          lazy_gettext("Letters and flyers about programs and services, sent to "
                                       "your home address.")),
-    "photo_video": (lazy_gettext("Photos and video at library events"),
+    PurposeKey.PHOTO_VIDEO: (lazy_gettext("Photos and video at library events"),
                     lazy_gettext("Whether you may appear in photos or video the library takes at "
                                  "its activities to show what it does.")),
-    "contact_update": (lazy_gettext("Keeping your contact details current"),
+    PurposeKey.CONTACT_UPDATE: (lazy_gettext("Keeping your contact details current"),
                        lazy_gettext("Whether the library may send your name and address to a "
                                     "company that updates them, for example after you move.")),
-    "third_party_modeling": (lazy_gettext("Sharing your data to reach more people"),
+    PurposeKey.THIRD_PARTY_MODELING: (lazy_gettext("Sharing your data to reach more people"),
                              lazy_gettext("Whether the library may send your data to a company "
                                           "that builds models to help it reach people who might "
                                           "use the library.")),
@@ -313,7 +314,8 @@ def _row_text(row: PreferenceRow) -> tuple[str, str]:
 
 
 def _is_mail(row: PreferenceRow) -> bool:
-    return row.key == EMAIL_ROW or row.topic is not None or row.purpose == "postal_marketing"
+    """Whether the row is about something sent to the patron (email, postal mail)."""
+    return runtime.context().catalog.get(row.purpose).channel is not Channel.NONE
 
 
 def _status(row: PreferenceRow) -> str:

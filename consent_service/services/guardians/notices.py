@@ -11,13 +11,8 @@ from babel.dates import format_date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from consent_service.domain.guardians import (
-    VENDOR_PURPOSES,
-)
 from consent_service.domain.ledger import Decision
-from consent_service.domain.purposes import (
-    EMAIL_PURPOSE,
-)
+from consent_service.domain.purposes import EMAIL_PURPOSE, VENDOR_PURPOSES
 from consent_service.domain.tokens import LinkKind
 from consent_service.mail.compose import MessageCategory, template_language
 from consent_service.models import GuardianLink, GuardianRequest, Patron

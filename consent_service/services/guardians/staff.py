@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 
 from consent_service.domain.addresses import normalize_email
 from consent_service.domain.guardians import (
-    VENDOR_PURPOSES,
     guardian_purposes,
 )
 from consent_service.domain.ledger import Actor, Decision, Source
+from consent_service.domain.purposes import VENDOR_PURPOSES
 from consent_service.models import FamilyRequest, GuardianLink, GuardianRequest, Patron
 from consent_service.services import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
