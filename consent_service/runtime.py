@@ -9,7 +9,7 @@ from flask import Flask, current_app
 from consent_service.domain.guardians import GuardianSettings
 from consent_service.domain.purposes import Catalog, parse_basis_overrides
 from consent_service.domain.tokens import LinkKind, LinkSigner
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 
 
 def context(app: Flask | None = None) -> ServiceContext:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from consent_service import create_app, runtime
 from consent_service.extensions import db
 from consent_service.models import Patron
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 
 POSTGRES_URL = os.environ.get("CONSENT_TEST_DATABASE_URL", "")
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

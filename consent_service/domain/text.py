@@ -8,6 +8,7 @@ which field, so a file can be corrected at its source.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from consent_service.domain import ConsentServiceError
@@ -16,6 +17,7 @@ from consent_service.domain import ConsentServiceError
 # U+202E shows its letters backwards to staff and in mail.
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 LINE_BREAKS = frozenset("\n")
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
 
 
 class UnsafeTextError(ConsentServiceError):
@@ -48,3 +50,13 @@ def clean_text(value: str, *, field: str, multiline: bool = False) -> str:
     if bad is not None:
         raise UnsafeTextError(f"{field} contains a character that is not allowed: {bad}")
     return text
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """`text` for an operator (a log line, a stored error, a rejected event's reason): one line of
+    at most `limit` characters, email addresses masked as `[address]`, and any character no stored
+    text may hold shown as `?`."""
+    line = " ".join(_ADDRESS.sub("[address]", text).split())
+    if len(line) > limit:
+        line = line[:limit - 1] + "…"
+    return "".join("?" if unsafe_character(char) else char for char in line) or "no detail"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email.policy
 import functools
-import re
 from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -16,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from consent_service.domain import ConsentServiceError
+from consent_service.domain.text import one_line
 from consent_service.models import OutboxMessage
 
 TEMPLATE_DIR = Path(__file__).parent.parent.parent / "email_templates"
@@ -89,15 +89,7 @@ def build_email(message: OutboxMessage) -> EmailMessage:
     return email_message
 
 
-_ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
-
-
 def describe_error(exc: BaseException, limit: int = 500) -> str:
     """An error as one line for logs and `last_error`, with email addresses masked."""
     return one_line(f"{type(exc).__name__}: {exc}", limit)
 
-
-def one_line(text: str, limit: int = 500) -> str:
-    """`text` as one line of at most `limit` characters, with email addresses masked."""
-    line = " ".join(_ADDRESS.sub("[address]", text).split())
-    return line[:limit] or "no detail"

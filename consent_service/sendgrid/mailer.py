@@ -8,7 +8,8 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Asm, Category, CustomArg, GroupId, Header, Mail
 
-from consent_service.mail.compose import MailDeliveryError, one_line
+from consent_service.domain.text import one_line
+from consent_service.mail.compose import MailDeliveryError
 from consent_service.models import OutboxMessage
 
 

@@ -16,7 +16,7 @@ from consent_service.domain import ConsentServiceError
 from consent_service.domain.ledger import Actor, Decision, Source
 from consent_service.domain.purposes import Purpose
 from consent_service.models import ConsentEvent, Patron, PatronDecision
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.csv_input import CsvRow, ImportReport, read_csv
 from consent_service.services.decisions import (
     CLOCK_SKEW,

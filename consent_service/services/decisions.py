@@ -31,7 +31,7 @@ from consent_service.models import (
     SuppressionSyncJob,
     Topic,
 )
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 
 CLOCK_SKEW = timedelta(minutes=5)
 

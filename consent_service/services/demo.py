@@ -13,7 +13,7 @@ from consent_service.domain.ledger import Actor, Decision, Source
 from consent_service.domain.purposes import PurposeKey
 from consent_service.domain.tokens import LinkKind
 from consent_service.models import ConsentEvent, Patron, PolicyVersion
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.guardians.staff import guardian_link_for_card
 from consent_service.services.patron_import import import_patrons

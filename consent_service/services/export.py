@@ -22,7 +22,7 @@ from consent_service.domain.ledger import require_aware
 from consent_service.domain.purposes import Channel, Purpose
 from consent_service.domain.tokens import LinkKind
 from consent_service.models import ExportManifest, Patron
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import checked_topic
 from consent_service.services.standing import load_standings
 

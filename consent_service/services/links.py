@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from consent_service.domain.tokens import InvalidLinkError, LinkClaims, LinkKind
 from consent_service.models import Patron
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 
 
 def open_link(session: Session, ctx: ServiceContext, kind: LinkKind, token: str, *,

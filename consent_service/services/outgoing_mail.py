@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from consent_service.domain.tokens import LinkKind
 from consent_service.mail.compose import MailError, MessageCategory, render
 from consent_service.models import OutboxMessage, Patron, Topic
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 
 
 def queue_email(session: Session, ctx: ServiceContext, *, template: str, to: str, language: str,

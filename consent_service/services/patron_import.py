@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from consent_service.domain.addresses import InvalidEmailError, normalize_email
 from consent_service.models import GuardianLink, Patron
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.csv_input import CsvRow, ImportReport, read_csv
 from consent_service.services.guardians.consent_request import request_consent_for_links
 

@@ -13,7 +13,7 @@ from consent_service.domain.ledger import WHOLE_PURPOSE, Key, Ruling, age_on
 from consent_service.domain.purposes import EMAIL_PURPOSE
 from consent_service.domain.tokens import LinkKind
 from consent_service.models import Patron, Topic
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import checked_topic
 from consent_service.services.standing import load_standings
 

@@ -24,7 +24,7 @@ from consent_service.domain.purposes import (
 from consent_service.domain.tokens import LinkKind
 from consent_service.mail.compose import MessageCategory
 from consent_service.models import ConsentEvent, Patron, Topic
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.outgoing_mail import queue_email
 from consent_service.services.standing import Standing, load_standings

@@ -31,9 +31,9 @@ from consent_service.models import (
     UndeliverableAddress,
 )
 from consent_service.sendgrid.suppressions import SuppressionClient
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import queue_suppression_sync
-from consent_service.services.sendgrid_events import (
+from consent_service.services.sendgrid_addresses import (
     address_state,
     desired_for,
     mark_undeliverable,

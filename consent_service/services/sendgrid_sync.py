@@ -21,7 +21,7 @@ from consent_service.sendgrid.client import (
 )
 from consent_service.sendgrid.suppressions import SuppressionClient
 from consent_service.services.decisions import queue_suppression_sync
-from consent_service.services.sendgrid_events import desired_for, topic_groups
+from consent_service.services.sendgrid_addresses import desired_for, topic_groups
 
 logger = logging.getLogger(__name__)
 

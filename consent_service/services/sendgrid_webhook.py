@@ -32,12 +32,12 @@ from consent_service.domain.sendgrid_events import (
     fingerprint,
     read_event,
 )
-from consent_service.domain.text import unsafe_character
+from consent_service.domain.text import one_line
 from consent_service.models import Patron, SendGridEventReceipt, WebhookBatch
 from consent_service.sendgrid.client import retry_at
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import CLOCK_SKEW
-from consent_service.services.sendgrid_events import (
+from consent_service.services.sendgrid_addresses import (
     mark_undeliverable,
     record_email_decision,
     suppress_address,
@@ -114,7 +114,7 @@ def process_batch(session: Session, ctx: ServiceContext, batch_id: int, *, now: 
         session.commit()
     except Exception as exc:  # any failure: keep the batch and its error for the next attempt
         session.rollback()
-        error = _one_line(_described(exc), 1000)
+        error = one_line(_described(exc), 1000)
         _record_failure(session, batch_id, error, now)
         logger.warning("SendGrid batch %d: processing failed, kept for retry: %s", batch_id,
                        type(exc).__name__)
@@ -166,7 +166,7 @@ def rejected_events(session: Session, *, batches: int = 20) -> list[RejectedEven
         .order_by(WebhookBatch.id.desc()).limit(batches)).all()
     found = [RejectedEvent(batch_id, received_at, int(item["index"]), str(item["reason"]))
              for batch_id, received_at, rejected in rows for item in rejected or []]
-    session.commit()
+    session.rollback()  # read only: end the read transaction
     return found
 
 
@@ -207,7 +207,7 @@ def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_even
 
     def reject(index: int, reason: str) -> None:
         counts[INVALID] += 1
-        rejected.append((index, _one_line(reason, REASON_LENGTH)))
+        rejected.append((index, one_line(reason, REASON_LENGTH)))
 
     work: list[_Work] = []
     for index, raw in enumerate(raw_events):
@@ -290,15 +290,6 @@ def _is_outage(error: SQLAlchemyError) -> bool:
         return True
     return isinstance(error, OperationalError | InterfaceError | DisconnectionError
                       | PoolTimeoutError)
-
-
-def _one_line(text: str, length: int) -> str:
-    """`text` as one line of at most `length` characters for operators: whitespace runs become one
-    space, and a character no stored text may hold (see `unsafe_character`) becomes `?`."""
-    line = " ".join(text.split())
-    if len(line) > length:
-        line = line[:length - 1] + "…"
-    return "".join("?" if unsafe_character(char) else char for char in line)
 
 
 def _described(error: Exception) -> str:

@@ -16,7 +16,7 @@ from consent_service.domain.purposes import EMAIL_PURPOSE
 from consent_service.domain.text import UnsafeTextError, clean_text
 from consent_service.domain.tokens import LinkClaims, LinkKind
 from consent_service.models import Patron, Topic, UnsubscribeFeedback
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.links import open_link
 from consent_service.services.standing import load_standings

@@ -30,7 +30,7 @@ from consent_service.domain.ledger import Actor, Decision
 from consent_service.domain.purposes import VENDOR_PURPOSES, PurposeKey
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims
 from consent_service.extensions import db
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.guardians.choices import (
     TYPED_NAME_LIMIT,
     ChildChoices,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from consent_service.delivery.mailers import mailer_for
 from consent_service.domain.tokens import LinkKind
 from consent_service.models import ConsentEvent, Patron
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)  # every link signed today has expired by then
 

@@ -18,7 +18,7 @@ from consent_service.domain.ledger import Actor, Decision, Source
 from consent_service.models import Patron, Topic
 from consent_service.sendgrid.client import SendGridApi
 from consent_service.sendgrid.suppressions import SuppressionClient
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from tests.conftest import NOW
 from tests.fakes.sendgrid_api import FakeSendGrid, WebhookSigner

@@ -15,7 +15,7 @@ from consent_service.extensions import db
 from consent_service.models import SuppressionSyncJob
 from consent_service.sendgrid.client import SendGridApi
 from consent_service.sendgrid.suppressions import SuppressionClient
-from consent_service.services.sendgrid_events import address_state, topic_groups
+from consent_service.services.sendgrid_addresses import address_state, topic_groups
 from consent_service.services.sendgrid_sync import push_pending_suppressions
 from tests.conftest import NOW
 from tests.fakes.sendgrid_api import FakeSendGrid

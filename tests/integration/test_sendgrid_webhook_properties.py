@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from consent_service.domain.ledger import Decision, resolve
 from consent_service.models import WebhookBatch
-from consent_service.services.sendgrid_events import address_state
+from consent_service.services.sendgrid_addresses import address_state
 from tests.conftest import NOW
 from tests.integration.sendgrid_fixtures import (  # noqa: F401 - fixtures, used by name
     EVENTS_GROUP,

@@ -25,7 +25,7 @@ from consent_service.domain.purposes import (
     Purpose,
 )
 from consent_service.models import GuardianLink, Patron, Topic
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.standing import Standing, load_standings
 from consent_service.services.topics import topic_names

@@ -23,7 +23,7 @@ from consent_service.domain.text import UnsafeTextError, clean_text
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims, LinkKind
 from consent_service.mail.compose import template_language
 from consent_service.models import GuardianLink, GuardianRequest, Patron
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.guardians.choices import (
     NOTICE_VERSION,
     TYPED_NAME_LIMIT,

@@ -14,7 +14,7 @@ from consent_service.domain.addresses import mask_email
 from consent_service.domain.ledger import Source
 from consent_service.domain.tokens import InvalidLinkError, LinkClaims, LinkKind
 from consent_service.models import FamilyRequest, GuardianLink, GuardianRequest, Patron
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.guardians.choices import (
     NOTICE_VERSION,
     ChildChoices,

@@ -13,7 +13,7 @@ from consent_service.domain.guardians import (
     guardian_purposes,
 )
 from consent_service.models import GuardianLink, GuardianRequest, Patron
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.guardians.notices import queue_notice
 
 

@@ -16,7 +16,7 @@ from consent_service.domain.purposes import EMAIL_PURPOSE, VENDOR_PURPOSES
 from consent_service.domain.tokens import LinkKind
 from consent_service.mail.compose import MessageCategory, template_language
 from consent_service.models import GuardianLink, GuardianRequest, Patron
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.guardians.choices import DecisionLine, child_choices
 from consent_service.services.outgoing_mail import queue_email
 from consent_service.services.topics import name_in

@@ -17,7 +17,7 @@ from consent_service.domain.guardians import (
 from consent_service.domain.ledger import Actor, Decision, Source
 from consent_service.domain.purposes import VENDOR_PURPOSES
 from consent_service.models import FamilyRequest, GuardianLink, GuardianRequest, Patron
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.guardians.choices import (
     NOTICE_VERSION,

@@ -20,7 +20,7 @@ from consent_service.models import (
     Topic,
     UndeliverableAddress,
 )
-from consent_service.services import ServiceContext
+from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import (
     DecisionRequest,
     Recorded,

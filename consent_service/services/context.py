@@ -1,0 +1,40 @@
+"""The configured collaborators every use case may need: the catalog, keys, signer, settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from consent_service.domain.addresses import address_key
+from consent_service.domain.guardians import GuardianSettings
+from consent_service.domain.purposes import Catalog
+from consent_service.domain.tokens import LinkKind, LinkSigner
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """The configured collaborators every use case may need, built once per application."""
+
+    catalog: Catalog
+    address_secret: bytes
+    signer: LinkSigner
+    public_base_url: str
+    timezone: str = "America/Denver"  # the library's day: ages and "today" are taken here
+    library_name: str = "Example County Library"
+    library_postal_address: str = "Example County Library, 100 Main St, Castle Rock, CO 80104"
+    mail_from: str = "Library <library@example.org>"
+    guardians: GuardianSettings = field(default_factory=GuardianSettings)
+
+    def address_key(self, normalized_email: str) -> str:
+        return address_key(self.address_secret, normalized_email)
+
+    def today(self, now: datetime) -> date:
+        """The library's date at `now`: ages and eligibility are judged on it, not on UTC's date."""
+        return now.astimezone(ZoneInfo(self.timezone)).date()
+
+    def link(self, kind: LinkKind, patron_public_id: str, topic: str | None = None,
+             ref: str | None = None) -> str:
+        """An absolute URL of a signed link of this kind."""
+        token = self.signer.sign(kind, patron_public_id, topic, ref)
+        return f"{self.public_base_url}/{kind.value}/{token}"
