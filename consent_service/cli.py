@@ -9,7 +9,6 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -313,19 +312,16 @@ def _echo_sync_status(taken: int) -> None:
 @sendgrid.command("sync")
 def sendgrid_sync() -> None:
     """Push every due suppression change to SendGrid now, once, and print what is left."""
-    from consent_service.sendgrid.suppressions import suppression_client
-
-    _echo_sync_status(_push_due_suppressions(suppression_client(current_app.config)))
+    _echo_sync_status(_push_due_suppressions(runtime.suppression_client()))
 
 
 @sendgrid.command("reconcile")
 def sendgrid_reconcile() -> None:
     """Compare SendGrid's suppression lists with the ledger, record what the ledger missed, push
     what SendGrid missed, and print the drift by kind (none, when run again right after)."""
-    from consent_service.sendgrid.suppressions import suppression_client
     from consent_service.services.sendgrid_reconcile import reconcile_suppressions
 
-    client = suppression_client(current_app.config, read_attempts=5)
+    client = runtime.suppression_client(read_attempts=5)
     report = reconcile_suppressions(db.session, runtime.context(), client, now=runtime.now())
     for line in report.lines():
         click.echo(line)
@@ -370,29 +366,12 @@ def worker(idle_seconds: float, once: bool) -> None:
     """Send queued mail, push suppression changes to SendGrid, and retry webhook batches whose
     processing failed, until stopped (SIGTERM finishes the current item first). Without a SendGrid
     API key, suppression changes wait in the outbox until one is configured."""
-    from flask import current_app
-
-    from consent_service.delivery.sender import send_mail_task
-    from consent_service.sendgrid.suppressions import suppression_client
-    from consent_service.services.sendgrid_sync import push_pending_suppressions
-    from consent_service.services.sendgrid_webhook import process_stored_batches
-    from consent_service.services.worker import run_worker
+    from consent_service.delivery.worker import run_worker, worker_tasks
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-
-    def retry_webhook_batches(now: datetime) -> int:
-        return process_stored_batches(db.session, runtime.context(app), now=now)
-
-    tasks = [send_mail_task(app), retry_webhook_batches]
-    if app.config["SENDGRID_API_KEY"]:
-        client = suppression_client(app.config)
-
-        def push_suppressions(now: datetime) -> int:
-            return push_pending_suppressions(db.session, client, now=now)
-
-        tasks.append(push_suppressions)
-    else:
-        click.echo("CONSENT_SENDGRID_API_KEY is not set: suppression changes stay queued", err=True)
+    tasks, warnings = worker_tasks(app)
+    for warning in warnings:
+        click.echo(warning, err=True)
     run_worker(app, tasks=tasks, idle_seconds=idle_seconds, stop=lambda: False,
                max_rounds=1 if once else None)
 

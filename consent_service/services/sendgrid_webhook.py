@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -35,6 +35,14 @@ from consent_service.domain.sendgrid_events import (
 from consent_service.domain.text import one_line
 from consent_service.models import Patron, SendGridEventReceipt, WebhookBatch
 from consent_service.sendgrid.client import retry_at
+from consent_service.sendgrid.webhook import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookBodyError,
+    WebhookSignatureError,
+    WebhookVerifier,
+    parse_batch,
+)
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import CLOCK_SKEW
 from consent_service.services.sendgrid_addresses import (
@@ -63,6 +71,62 @@ class BatchOutcome:
     processed: bool
     counts: dict[str, int]
     error: str | None = None
+
+
+class BatchRefusedError(ConsentServiceError):
+    """A POSTed batch that is not taken (nothing is stored): `status` is the HTTP answer SendGrid
+    gets (403 not signed by SendGrid or not recently, 400 not a JSON array), the message says why
+    for SendGrid's delivery log."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Received:
+    """A batch taken: its id, how many events it held, and whether it was processed at once."""
+
+    batch_id: int
+    events: int
+    processed: bool
+
+
+def receive_batch(session: Session, ctx: ServiceContext, body: bytes, headers: Mapping[str, str],
+                  *, verifier: WebhookVerifier | None, max_age: timedelta,
+                  now: datetime) -> Received:
+    """Take a POSTed batch: check its signature against the request's signature and timestamp
+    `headers` (`verifier` None: verification is off), read it,
+    store it and commit (from here on nothing in it can be lost), then process it (process_batch).
+
+    :raise BatchRefusedError: unsigned, wrongly or not recently signed (403), or not a JSON array
+        (400); nothing is stored.
+    :raise SQLAlchemyError: the batch could not be stored (SendGrid should send it again).
+    """
+    signed = None
+    if verifier is not None:
+        try:
+            signed = verifier.verify(body, headers.get(SIGNATURE_HEADER),
+                                     headers.get(TIMESTAMP_HEADER), now=now, max_age=max_age)
+        except WebhookSignatureError as error:
+            logger.warning("SendGrid webhook refused: %s", error)
+            raise BatchRefusedError(
+                403, "the batch is not signed by SendGrid, or not recently") from None
+    try:
+        events = parse_batch(body)
+    except WebhookBodyError as error:
+        raise BatchRefusedError(400, str(error)) from None
+    batch_id = store_batch(session, body, event_count=len(events),
+                           signed_at=signed.signed_at if signed else None, now=now)
+    age = f"signed {int(signed.age.total_seconds())} s ago" if signed else "unsigned"
+    logger.info("SendGrid batch %d stored: %d event(s), %s", batch_id, len(events), age)
+    try:
+        outcome = process_batch(session, ctx, batch_id, now=now, events=events)
+    except SQLAlchemyError as error:  # even recording the failure failed: the worker retries
+        session.rollback()
+        logger.error("SendGrid batch %d: left for the worker: %s", batch_id, type(error).__name__)
+        outcome = None
+    return Received(batch_id, len(events), outcome is not None and outcome.processed)
 
 
 def store_batch(session: Session, body: bytes, *, event_count: int, signed_at: datetime | None,

@@ -26,7 +26,6 @@ from consent_service.domain.ledger import Decision, Source
 from consent_service.domain.purposes import Channel, PurposeKey
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims, LinkKind
 from consent_service.extensions import csrf, db, limiter
-from consent_service.models import Patron
 from consent_service.services.links import open_link
 from consent_service.services.preferences import (
     EMAIL_ROW,
@@ -122,8 +121,8 @@ def _evidence(claims: LinkClaims) -> dict[str, str]:
     return link_evidence(request.remote_addr, request.user_agent.string, claims.token_id)
 
 
-def _preferences_url(patron: Patron) -> str:
-    token = runtime.context().signer.sign(LinkKind.PREFERENCES, patron.public_id)
+def _preferences_url(patron_public_id: str) -> str:
+    token = runtime.context().signer.sign(LinkKind.PREFERENCES, patron_public_id)
     return url_for("public.preferences", token=token)
 
 
@@ -158,7 +157,7 @@ def unsubscribe_page(token: str) -> ResponseReturnValue:
     now = runtime.now()
     link = open_unsubscribe_link(db.session, ctx, token, now=now)
     use_patron_language(link.patron.preferred_language)
-    preferences_url = _preferences_url(link.patron)
+    preferences_url = _preferences_url(link.patron.public_id)
     if request.method != "POST":
         return render_template("public/unsubscribe.html", link=link,
                                preferences_url=preferences_url)
@@ -179,7 +178,7 @@ def unsubscribe_feedback(token: str) -> ResponseReturnValue:
     use_patron_language(link.patron.preferred_language)
     set_switch_path(url_for("public.unsubscribe_page", token=token))
     form = FeedbackForm()
-    preferences_url = _preferences_url(link.patron)
+    preferences_url = _preferences_url(link.patron.public_id)
     if not form.validate():
         since = link.stopped.occurred_at if link.stopped else None
         return render_template("public/unsubscribed.html", link=link, since=since, form=form,

@@ -12,17 +12,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
 from consent_service import runtime
+from consent_service.domain import ConsentServiceError
 from consent_service.extensions import csrf, db
-from consent_service.sendgrid.webhook import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    WebhookBodyError,
-    WebhookKeyError,
-    WebhookSignatureError,
-    WebhookVerifier,
-    parse_batch,
-)
-from consent_service.services.sendgrid_webhook import process_batch, store_batch
+from consent_service.services.sendgrid_webhook import BatchRefusedError, receive_batch
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +38,11 @@ def sendgrid_events() -> tuple[Response, int]:
     batch record with its reason, and the others are applied.
     """
     config = current_app.config
-    now = runtime.now()
-    verifier = None
-    if config["SENDGRID_WEBHOOK_VERIFY"]:
-        try:
-            verifier = _verifier()
-        except WebhookKeyError as error:
-            logger.error("SendGrid webhook refused: %s", error)
-            return _refusal(503, "webhook verification is not configured")
+    try:
+        verifier = runtime.webhook_verifier()
+    except ConsentServiceError as error:  # verification is on, and the key is missing or wrong
+        logger.error("SendGrid webhook refused: %s", error)
+        return _refusal(503, "webhook verification is not configured")
 
     limit = int(config["SENDGRID_WEBHOOK_MAX_BYTES"])
     if request.content_length is not None and request.content_length > limit:
@@ -69,51 +58,18 @@ def sendgrid_events() -> tuple[Response, int]:
     if len(body) > limit:
         return _refusal(413, f"batches are limited to {limit} bytes")
 
-    signed = None
-    if verifier is not None:
-        try:
-            signed = verifier.verify(
-                body, request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER),
-                now=now, max_age=timedelta(seconds=int(config["SENDGRID_WEBHOOK_MAX_AGE"])))
-        except WebhookSignatureError as error:
-            logger.warning("SendGrid webhook refused: %s", error)
-            return _refusal(403, "the batch is not signed by SendGrid, or not recently")
     try:
-        events = parse_batch(body)
-    except WebhookBodyError as error:
-        return _refusal(400, str(error))
-
-    try:
-        batch_id = store_batch(db.session, body, event_count=len(events),
-                               signed_at=signed.signed_at if signed else None, now=now)
+        received = receive_batch(
+            db.session, runtime.context(), body, request.headers, verifier=verifier,
+            max_age=timedelta(seconds=int(config["SENDGRID_WEBHOOK_MAX_AGE"])), now=runtime.now())
+    except BatchRefusedError as error:
+        return _refusal(error.status, str(error))
     except SQLAlchemyError as error:
         db.session.rollback()
         logger.error("SendGrid webhook: the batch could not be stored: %s", type(error).__name__)
         return _refusal(503, "the batch could not be stored; send it again later")
-    age = f"signed {int(signed.age.total_seconds())} s ago" if signed else "unsigned"
-    logger.info("SendGrid batch %d stored: %d event(s), %s", batch_id, len(events), age)
-
-    try:
-        outcome = process_batch(db.session, runtime.context(), batch_id, now=now, events=events)
-    except SQLAlchemyError as error:  # even recording the failure failed: the worker retries
-        db.session.rollback()
-        logger.error("SendGrid batch %d: left for the worker: %s", batch_id, type(error).__name__)
-        outcome = None
-    processed = outcome is not None and outcome.processed
-    return jsonify(batch=batch_id, events=len(events), processed=processed), 200
-
-
-def _verifier() -> WebhookVerifier:
-    """The verifier for the configured key, built once per key."""
-    key = current_app.config["SENDGRID_WEBHOOK_PUBLIC_KEY"] or ""
-    cached = current_app.extensions.get("sendgrid_webhook_verifier")
-    if cached is None or cached[0] != key:
-        if not key.strip():
-            raise WebhookKeyError("CONSENT_SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
-        cached = (key, WebhookVerifier(key))
-        current_app.extensions["sendgrid_webhook_verifier"] = cached
-    verifier: WebhookVerifier = cached[1]
-    return verifier
+    return jsonify(batch=received.batch_id, events=received.events,
+                   processed=received.processed), 200
 
 
 def _refusal(code: int, message: str) -> tuple[Response, int]:

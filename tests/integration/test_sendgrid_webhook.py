@@ -677,7 +677,7 @@ def test_when_the_batch_cannot_be_stored_sendgrid_is_told_to_retry(client, sessi
     def broken_store(*args, **kwargs):
         raise OperationalError("insert", {}, Exception("database is down"))
 
-    monkeypatch.setattr("consent_service.web.webhooks.store_batch", broken_store)
+    monkeypatch.setattr(sendgrid_webhook, "store_batch", broken_store)
 
     response = post_batch(client, signer, [sendgrid_event("unsubscribe", "a@example.org", NOW)])
 

@@ -12,8 +12,8 @@ from flask import current_app
 
 from consent_service.delivery.mailers import mailer_for
 from consent_service.delivery.sender import send_mail_task
+from consent_service.delivery.worker import run_worker
 from consent_service.services.outgoing_mail import queue_email
-from consent_service.services.worker import run_worker
 from tests.conftest import NOW
 
 

@@ -6,11 +6,12 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from types import FrameType
 
 from flask import Flask
 
+from consent_service import runtime
 from consent_service.extensions import db
 from consent_service.mail.compose import describe_error
 
@@ -63,7 +64,7 @@ def _run_task(app: Flask, task: Task) -> int:
     name = getattr(task, "__name__", type(task).__name__)
     with app.app_context():
         try:
-            count = task(datetime.now(UTC))
+            count = task(runtime.now(app))
         except Exception as exc:  # logged and waited out; the items stay pending for the next round
             db.session.rollback()
             logger.error("worker: %s failed: %s", name, describe_error(exc, limit=300))
@@ -72,3 +73,25 @@ def _run_task(app: Flask, task: Task) -> int:
         logger.info("worker: %s handled %d", name, count)
     return count
 
+
+
+def worker_tasks(app: Flask) -> tuple[list[Task], list[str]]:
+    """The worker's tasks for `app`: send queued mail, retry webhook batches whose processing
+    failed, and push suppression changes to SendGrid (only with an API key: without one they wait
+    in the outbox). Returns the tasks and warnings to show the person who started the worker."""
+    from consent_service.delivery.sender import send_mail_task
+    from consent_service.services.sendgrid_sync import push_pending_suppressions
+    from consent_service.services.sendgrid_webhook import process_stored_batches
+
+    def retry_webhook_batches(now: datetime) -> int:
+        return process_stored_batches(db.session, runtime.context(app), now=now)
+
+    tasks: list[Task] = [send_mail_task(app), retry_webhook_batches]
+    if not app.config["SENDGRID_API_KEY"]:
+        return tasks, ["CONSENT_SENDGRID_API_KEY is not set: suppression changes stay queued"]
+    client = runtime.suppression_client(app)
+
+    def push_suppressions(now: datetime) -> int:
+        return push_pending_suppressions(db.session, client, now=now)
+
+    return [*tasks, push_suppressions], []
