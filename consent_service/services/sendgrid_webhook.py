@@ -210,30 +210,6 @@ def process_stored_batches(session: Session, ctx: ServiceContext, *, now: dateti
     return taken
 
 
-@dataclass(frozen=True)
-class RejectedEvent:
-    """An event of a batch that was not applied: where it is in the stored body, and why."""
-
-    batch_id: int
-    received_at: datetime
-    index: int  # its position in the batch's JSON array, from 0
-    reason: str
-
-
-def rejected_events(session: Session, *, batches: int = 20) -> list[RejectedEvent]:
-    """The events rejected in the latest `batches` batches that had any, newest batch first (each
-    batch's own events in order). The batch's stored body still holds each event as received, until
-    retention removes it."""
-    rows = session.execute(
-        select(WebhookBatch.id, WebhookBatch.received_at, WebhookBatch.rejected)
-        .where(WebhookBatch.rejected.is_not(None))
-        .order_by(WebhookBatch.id.desc()).limit(batches)).all()
-    found = [RejectedEvent(batch_id, received_at, int(item["index"]), str(item["reason"]))
-             for batch_id, received_at, rejected in rows for item in rejected or []]
-    session.rollback()  # read only: end the read transaction
-    return found
-
-
 def _events_of(batch: WebhookBatch) -> list[Any]:
     if batch.body is None:
         raise ConsentServiceError(f"batch {batch.id} has no body left to process")
