@@ -1,0 +1,51 @@
+"""The database tables, one module per area; every table is imported here, so that the metadata
+(and migrations) know them all, and callers import from `consent_service.models`."""
+
+from consent_service.models.columns import BigId, UTCDateTime
+from consent_service.models.exports import ExportManifest
+from consent_service.models.ledger import (
+    AddressDecision,
+    AddressSuppression,
+    ConsentEvent,
+    PatronDecision,
+    UndeliverableAddress,
+    UnsubscribeFeedback,
+)
+from consent_service.models.operations import (
+    OutboxMessage,
+    RateLimitCounter,
+    SendGridEventReceipt,
+    SuppressionSyncJob,
+    WebhookBatch,
+)
+from consent_service.models.patrons import (
+    FamilyRequest,
+    GuardianLink,
+    GuardianRequest,
+    Patron,
+    PolicyVersion,
+    Topic,
+)
+
+__all__ = [
+    "AddressDecision",
+    "AddressSuppression",
+    "BigId",
+    "ConsentEvent",
+    "ExportManifest",
+    "FamilyRequest",
+    "GuardianLink",
+    "GuardianRequest",
+    "OutboxMessage",
+    "Patron",
+    "PatronDecision",
+    "PolicyVersion",
+    "RateLimitCounter",
+    "SendGridEventReceipt",
+    "SuppressionSyncJob",
+    "Topic",
+    "UTCDateTime",
+    "UndeliverableAddress",
+    "UnsubscribeFeedback",
+    "WebhookBatch",
+]
