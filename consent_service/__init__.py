@@ -41,6 +41,9 @@ def register_extensions(app: Flask) -> None:
     register_limiter(app)
     i18n.init_app(app)
     security.init_app(app)
+    from consent_service.web import staff
+
+    staff.init_app(app)
 
 
 def register_limiter(app: Flask) -> None:
@@ -73,6 +76,9 @@ def register_blueprints(app: Flask) -> None:
     from consent_service.web import guardians
 
     app.register_blueprint(guardians.bp)
+    from consent_service.web import staff
+
+    app.register_blueprint(staff.bp)
 
 
 def register_error_pages(app: Flask) -> None:

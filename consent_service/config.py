@@ -59,6 +59,9 @@ _ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "GUARDIAN_VENDOR_METHOD": ("GUARDIAN_VENDOR_METHOD", str),
     "VENDORS": ("VENDORS", str),
     "POLICY_URL": ("POLICY_URL", str),
+    "STAFF_SESSION_HOURS": ("STAFF_SESSION_HOURS", int),
+    "STAFF_LOCKOUT_FAILURES": ("STAFF_LOCKOUT_FAILURES", int),
+    "STAFF_LOCKOUT_MINUTES": ("STAFF_LOCKOUT_MINUTES", int),
 }
 
 
@@ -120,6 +123,12 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "GUARDIAN_VENDOR_METHOD": "separate_tick",
         "VENDORS": DEMO_VENDORS,
         "POLICY_URL": "https://library.example.org/privacy",
+        # staff pages: a login lasts this long; this many wrong passwords in a row lock the account
+        # for this many minutes; login attempts are also rate-limited per client
+        "STAFF_SESSION_HOURS": 8,
+        "STAFF_LOCKOUT_FAILURES": 5,
+        "STAFF_LOCKOUT_MINUTES": 15,
+        "STAFF_LOGIN_LIMIT_PER_CLIENT": "20 per 10 minutes",
     }
 
 

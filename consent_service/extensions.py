@@ -3,6 +3,7 @@
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -28,3 +29,4 @@ csrf = CSRFProtect()
 babel = Babel()
 # Limits are declared on the routes that need them; the storage is RATELIMIT_STORAGE_URI.
 limiter = Limiter(get_remote_address)
+login_manager = LoginManager()  # staff pages; its user loader is in web/staff.py

@@ -26,6 +26,7 @@ from consent_service.models.patrons import (
     PolicyVersion,
     Topic,
 )
+from consent_service.models.staff import StaffUser
 
 __all__ = [
     "AddressDecision",
@@ -42,6 +43,7 @@ __all__ = [
     "PolicyVersion",
     "RateLimitCounter",
     "SendGridEventReceipt",
+    "StaffUser",
     "SuppressionSyncJob",
     "Topic",
     "UTCDateTime",
