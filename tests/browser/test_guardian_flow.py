@@ -127,3 +127,37 @@ def test_the_guardians_page_in_spanish_and_a_bad_link(site, new_context, check_p
     page.goto(f"{site.url}/guardian/not-a-real-link")
     expect(page.get_by_role("heading", level=1)).to_have_text("Este enlace no funciona")
     check_page(page, "guardian-bad-link-es")
+
+
+def test_a_second_guardian_sees_what_the_first_allowed_and_answering_keeps_it(
+        site, page: Page, check_page):
+    first = site.patron(first_name="Pat", email="pat.first@example.org")
+    second = site.patron(first_name="Alex", email="alex.second@example.org")
+    child = site.patron(first_name="Noor", email=None, birth_date=date(2018, 3, 3))
+    runner = site.app.test_cli_runner()
+    for guardian in (first, second):
+        result = runner.invoke(args=["guardians", "link", child.card_number, "--guardian-card",
+                                     guardian.card_number])
+        assert result.exit_code == 0, result.output
+    notices = {m["To"]: m for m in mailer_for(site.app).sent}  # type: ignore[attr-defined]
+
+    def answer(guardian: str, tick: str, name: str) -> None:
+        page.goto(link_in(notices[guardian], site.url, "guardian"))
+        page.get_by_label(tick, exact=True).check()
+        page.get_by_label("I am Noor's parent or legal guardian").check()
+        page.get_by_label("Your full name").fill(name)
+        page.get_by_role("button", name="Save my decisions").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Your decisions are saved")
+
+    answer("pat.first@example.org", "Programs", "Pat First")
+    page.goto(link_in(notices["alex.second@example.org"], site.url, "guardian"))
+    expect(page.get_by_label("Programs", exact=True)).to_be_checked()
+    expect(page.get_by_text("The ticked boxes show what a parent or guardian has allowed")
+           ).to_be_visible()
+    check_page(page, "guardian-request-second")
+    answer("alex.second@example.org", "Photos and video", "Alex Second")
+
+    saved = page.get_by_role("status")
+    expect(saved).to_contain_text("Programs: Allowed")
+    expect(saved).to_contain_text("Photos and video: Allowed")
+    assert [row for row in recorded(site.app) if row[2] == "opt_out"] == []
