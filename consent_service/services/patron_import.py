@@ -125,10 +125,10 @@ class RowPlaces:
     names a batch's items."""
 
     container: str = "file"
-    row_word: str = "line"
+    row_format: str = "line {}"
 
     def row(self, number: int) -> str:
-        return f"{self.row_word} {number}"
+        return self.row_format.format(number)
 
 
 FILE_LINES = RowPlaces()
