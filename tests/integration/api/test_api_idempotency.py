@@ -8,14 +8,14 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from consent_service.domain.ledger import Actor, Decision
-from consent_service.extensions import db
-from consent_service.models import ConsentEvent, IdempotentResponse, Patron
+from consent_service.models import ApiKey, ConsentEvent, IdempotentResponse, Patron
 from consent_service.services.api_idempotency import (
     Answer,
     Claim,
+    ConcurrentWriteError,
     fingerprint,
     run_once,
 )
@@ -92,7 +92,7 @@ def test_a_batch_retry_writes_nothing_again(client, key, session, clock):
     headers = bearer(key, **{"Idempotency-Key": "nightly-2026-06-01"})
     first = client.post("/api/v1/patrons:batch", json=body, headers=headers)
     clock.at = NOW + timedelta(hours=1)
-    session.execute(db.update(Patron).values(first_name="Changed"))
+    session.execute(update(Patron).values(first_name="Changed"))
     session.commit()
     retry = client.post("/api/v1/patrons:batch", json=body, headers=headers)
     assert retry.json == first.json == {"patrons": [
@@ -145,3 +145,17 @@ def test_a_double_submit_that_races_records_once(app: Flask, client, key, sessio
     session.expire_all()
     [(event_id, purpose)] = session.execute(select(ConsentEvent.id, ConsentEvent.purpose)).all()
     assert (answer.body["event_id"], purpose) == (str(event_id), "email_marketing")
+
+
+def test_a_write_that_collides_without_a_key_is_rolled_back_and_reported(session, key):
+    """Two requests creating the same record at once: the loser's insert hits a unique index."""
+
+    def work() -> Answer:
+        session.add(Patron(card_number="1001", created_at=NOW, updated_at=NOW))
+        session.add(ApiKey(name="system 1", prefix="csk_twin", key_hash="0" * 64, scopes="",
+                           created_at=NOW))  # the name is taken: this insert fails
+        return Answer(201, {})
+
+    with pytest.raises(ConcurrentWriteError, match="nothing was written: send it again"):
+        run_once(session, None, work, now=NOW, lifetime=timedelta(hours=24))
+    assert count(session, Patron) == 0
