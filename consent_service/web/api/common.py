@@ -188,12 +188,15 @@ def _not_found(error: PatronNotFoundError) -> ResponseReturnValue:
 
 @blp.errorhandler(PatronRecordsError)
 def _records_refused(error: PatronRecordsError) -> ResponseReturnValue:
-    single = request.method == "PUT"
-    problems: dict[str, Any] = (error.problems.get(0, {}) if single
-                                else {"patrons": error.problems})
-    return _answer(422, "the patron record was refused" if single else
-                   f"{len(error.problems)} patron record(s) were refused; nothing was written",
-                   {"json": problems})
+    """A batch's problems by record index; one record's by field (the card number is the path's)."""
+    if request.method != "PUT":
+        return _answer(422, f"{len(error.problems)} patron record(s) were refused; nothing was "
+                            "written", {"json": {"patrons": error.problems}})
+    problems = dict(error.problems.get(0, {}))
+    card = problems.pop("card_number", None)
+    return _answer(422, "the patron record was refused",
+                   {**({"json": problems} if problems else {}),
+                    **({"path": {"card_number": card}} if card else {})})
 
 
 @blp.errorhandler(IdempotencyKeyReusedError)
