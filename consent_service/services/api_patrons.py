@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
+from consent_service.domain.text import unsafe_character
 from consent_service.models import AddressDecision, ConsentEvent, Patron, PatronDecision
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import checked_topic
@@ -114,10 +115,16 @@ def _by_field(problems: list[str]) -> dict[str, list[str]]:
 
 def find_patron(session: Session, *, card_number: str | None = None,
                 patron_id: str | None = None) -> Patron:
-    """The patron with this card number, or else with this opaque public id.
+    """The patron with this card number, or else with this opaque public id. An identifier holding
+    a character no stored text may hold names nobody (and is never sent to the database, which
+    may refuse it: PostgreSQL refuses NUL).
 
     :raise PatronNotFoundError: no such patron.
     """
+    wanted = card_number if card_number is not None else patron_id or ""
+    if unsafe_character(wanted) is not None:
+        what = "card number" if card_number is not None else "id"
+        raise PatronNotFoundError(f"no patron with {what} {wanted!r}")
     if card_number is not None:
         return find_by_card(session, card_number)
     patron = session.scalar(select(Patron).where(Patron.public_id == (patron_id or "").strip()))

@@ -129,6 +129,10 @@ def test_decisions_in_force_show_source_and_time_by_card_and_by_id(client, key, 
 
 def test_decisions_of_an_unknown_patron_are_404(client, key):
     assert client.get("/api/v1/patrons/9999/decisions", headers=bearer(key)).status_code == 404
+    for path in ("/api/v1/patrons/10%0001/decisions", "/api/v1/patrons/by-id/p_%00/decisions"):
+        response = client.get(path, headers=bearer(key))  # PostgreSQL would refuse a NUL
+        assert response.status_code == 404, path
+        assert "\\x00" in response.json["message"]
     assert client.get("/api/v1/patrons/by-id/p_nobody/decisions",
                       headers=bearer(key)).json["message"] == "no patron with id 'p_nobody'"
 
