@@ -62,6 +62,8 @@ _ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "STAFF_SESSION_HOURS": ("STAFF_SESSION_HOURS", int),
     "STAFF_LOCKOUT_FAILURES": ("STAFF_LOCKOUT_FAILURES", int),
     "STAFF_LOCKOUT_MINUTES": ("STAFF_LOCKOUT_MINUTES", int),
+    "API_IDEMPOTENCY_HOURS": ("API_IDEMPOTENCY_HOURS", int),
+    "API_MAX_BYTES": ("API_MAX_BYTES", int),
 }
 
 
@@ -129,6 +131,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "STAFF_LOCKOUT_FAILURES": 5,
         "STAFF_LOCKOUT_MINUTES": 15,
         "STAFF_LOGIN_LIMIT_PER_CLIENT": "20 per 10 minutes",
+        # REST API: how long a write's answer is kept for a retry with its Idempotency-Key; the
+        # largest request body (a batch of 1000 patrons is well under it)
+        "API_IDEMPOTENCY_HOURS": 24,
+        "API_MAX_BYTES": 2 * 1024 * 1024,
     }
 
 

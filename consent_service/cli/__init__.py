@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from consent_service.cli.apikeys import apikeys
 from consent_service.cli.guardians import guardians
 from consent_service.cli.operations import demo, worker
 from consent_service.cli.records import consents, export, links, patrons, topics
@@ -15,7 +16,7 @@ from consent_service.cli.staff import staff
 
 
 def register(app: Flask) -> None:
-    for group in (patrons, consents, topics, export, links, sendgrid, guardians, staff):
+    for group in (patrons, consents, topics, export, links, sendgrid, guardians, staff, apikeys):
         app.cli.add_command(group)
     app.cli.add_command(demo)
     app.cli.add_command(worker)

@@ -1,6 +1,7 @@
 """The database tables, one module per area; every table is imported here, so that the metadata
 (and migrations) know them all, and callers import from `consent_service.models`."""
 
+from consent_service.models.api import ApiKey, IdempotentResponse
 from consent_service.models.columns import BigId, UTCDateTime
 from consent_service.models.exports import ExportManifest
 from consent_service.models.ledger import (
@@ -31,12 +32,14 @@ from consent_service.models.staff import StaffUser
 __all__ = [
     "AddressDecision",
     "AddressSuppression",
+    "ApiKey",
     "BigId",
     "ConsentEvent",
     "ExportManifest",
     "FamilyRequest",
     "GuardianLink",
     "GuardianRequest",
+    "IdempotentResponse",
     "OutboxMessage",
     "Patron",
     "PatronDecision",

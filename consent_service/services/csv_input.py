@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -123,20 +123,29 @@ def read_csv(path: Path, *, required: Collection[str], known: Collection[str],
 
 def _row(line: int, names: list[str], record: list[str], known: Collection[str],
          multiline: Collection[str]) -> CsvRow:
-    values: dict[str, str] = {}
     problems: list[str] = []
-    refused: set[str] = set()
     if len(record) != len(names):
         problems.append(f"the row has {len(record)} fields but the header has {len(names)}")
-    for name, value in zip(names, record, strict=False):
+    return row_of_values(line, zip(names, record, strict=False), known, multiline, problems)
+
+
+def row_of_values(line: int, pairs: Iterable[tuple[str, str]], known: Collection[str],
+                  multiline: Collection[str], problems: Sequence[str] = ()) -> CsvRow:
+    """A row from (column, value) pairs, read as a file's are: a column not in `known` is left
+    out; every value is trimmed and goes through `clean_text` (multi-line for the `multiline`
+    columns), and a value it refuses is a problem naming the column and the character."""
+    values: dict[str, str] = {}
+    found = list(problems)
+    refused: set[str] = set()
+    for name, value in pairs:
         if name not in known:
             continue
         try:
             values[name] = clean_text(value.strip(), field=name, multiline=name in multiline)
         except UnsafeTextError as exc:
-            problems.append(str(exc))
+            found.append(str(exc))
             refused.add(name)
-    return CsvRow(line, values, tuple(problems), frozenset(refused))
+    return CsvRow(line, values, tuple(found), frozenset(refused))
 
 
 class _Records:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from consent_service.domain.addresses import InvalidEmailError, normalize_email
 from consent_service.models import GuardianLink, Patron
 from consent_service.services.context import ServiceContext
-from consent_service.services.csv_input import CsvRow, ImportReport, read_csv
+from consent_service.services.csv_input import CsvRow, ImportReport, read_csv, row_of_values
 from consent_service.services.guardians.consent_request import request_consent_for_links
 
 COLUMNS = ("card_number", "first_name", "last_name", "email", "birth_date", "preferred_language",
@@ -102,38 +102,87 @@ def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: da
             "card_number is the only column this import knows, so every patron would be imported "
             "without name, email or birth date (and count as an adult); name the columns as "
             "documented, or pass --allow-partial")
-    csv_rows = csv_file.rows
+    checked = check_patron_rows(session, ctx, csv_file.rows, now=now)
+    for line, problems in checked.problems().items():
+        report.reject(line, problems)
+    if report.problems and not skip_invalid:
+        session.rollback()
+        for _ in checked.rows:
+            tick()
+        return report
+
+    tally = Counter(write_patron_rows(session, ctx, checked, now=now, on_row=tick).values())
+    report.created = tally["created"]
+    report.updated = tally["updated"]
+    report.unchanged = tally["unchanged"]
+    session.commit()
+    return report
+
+
+@dataclass(frozen=True)
+class RowPlaces:
+    """How problems name the rows' container and another row: a file's lines by default; the API
+    names a batch's items."""
+
+    container: str = "file"
+    row_format: str = "line {}"
+
+    def row(self, number: int) -> str:
+        return self.row_format.format(number)
+
+
+FILE_LINES = RowPlaces()
+
+
+@dataclass
+class CheckedPatronRows:
+    """Rows parsed and checked against each other and the database; nothing written yet."""
+
+    rows: list[_PatronRow]
+    stored: dict[str, _Stored]
+
+    def problems(self) -> dict[int, list[str]]:
+        """Each rejected row's problems, by its line (or item number)."""
+        return {row.line: row.problems for row in self.rows if row.problems}
+
+
+def record_row(number: int, values: Mapping[str, str]) -> CsvRow:
+    """A row that did not come from a file (the API's patron record), read as a CSV row is: each
+    known column's value trimmed and checked by `clean_text` (see `read_csv`)."""
+    return row_of_values(number, values.items(), COLUMNS, MULTILINE_COLUMNS)
+
+
+def check_patron_rows(session: Session, ctx: ServiceContext, csv_rows: Sequence[CsvRow], *,
+                      now: datetime, places: RowPlaces = FILE_LINES) -> CheckedPatronRows:
+    """Parse and check rows as `import_patrons` does (every rule of its docstring but the header's),
+    without writing anything: values, lengths, repeated cards, unknown or rejected guardians."""
     named = {row.values.get(column, "") for row in csv_rows
              for column in ("card_number", "guardian_card_number")}
     stored = _stored_patrons(session, named - {""})
     rows = [_parse(row, ctx, ctx.today(now), stored) for row in csv_rows]
-    first_by_card = _reject_repeated_cards(rows)
-    _reject_unknown_guardians(rows, first_by_card, stored)
+    first_by_card = _reject_repeated_cards(rows, places)
+    _reject_unknown_guardians(rows, first_by_card, stored, places)
+    return CheckedPatronRows(rows, stored)
 
-    bad = [row for row in rows if row.problems]
-    for row in bad:
-        report.reject(row.line, row.problems)
-    if bad and not skip_invalid:
-        session.rollback()
-        for _ in rows:
-            tick()
-        return report
 
-    outcomes = _write_patrons(session, rows, stored, now, tick)
+def write_patron_rows(session: Session, ctx: ServiceContext, checked: CheckedPatronRows, *,
+                      now: datetime, on_row: Callable[[], None] | None = None) -> dict[str, str]:
+    """Create or update the good rows' patrons and link their guardians, in the caller's
+    transaction (flushed, not committed); each good row's outcome by card number: `created`,
+    `updated` (a new guardian link counts) or `unchanged`. A guardian newly linked to a child who
+    needs their consent is asked for it (the notice is queued)."""
+    rows, stored = checked.rows, checked.stored
+    outcomes = _write_patrons(session, rows, stored, now, on_row or _no_progress)
     new_links: list[GuardianLink] = []
     gained = _link_guardians(session, rows, stored, now, new_links)
     linked_only = [stored[card].id for card in gained if outcomes[card] == "unchanged"]
-    # a guardian newly linked to a child who needs their consent is asked for it (the notice email)
     request_consent_for_links(session, ctx, new_links, now=now)
     for start in range(0, len(linked_only), CHUNK):
         chunk = linked_only[start:start + CHUNK]
         session.execute(update(Patron).where(Patron.id.in_(chunk)).values(updated_at=now))
-    tally = Counter(outcomes.values())
-    report.created = tally["created"]
-    report.updated = tally["updated"] + len(linked_only)
-    report.unchanged = tally["unchanged"] - len(linked_only)
-    session.commit()
-    return report
+    for card in gained:
+        outcomes[card] = "created" if outcomes[card] == "created" else "updated"
+    return outcomes
 
 
 def _no_progress() -> None:
@@ -230,7 +279,7 @@ def _parse_date(text: str) -> date | None:
         return None
 
 
-def _reject_repeated_cards(rows: list[_PatronRow]) -> dict[str, _PatronRow]:
+def _reject_repeated_cards(rows: list[_PatronRow], places: RowPlaces) -> dict[str, _PatronRow]:
     """The first row of each card number; a later row with that card is a problem on its line."""
     first: dict[str, _PatronRow] = {}
     for row in rows:
@@ -238,7 +287,7 @@ def _reject_repeated_cards(rows: list[_PatronRow]) -> dict[str, _PatronRow]:
             continue
         earlier = first.setdefault(row.card, row)
         if earlier is not row:
-            row.problems.append(f"card_number already appears on line {earlier.line}")
+            row.problems.append(f"card_number already appears on {places.row(earlier.line)}")
     return first
 
 
@@ -258,7 +307,7 @@ def load_patrons_by_card(session: Session, cards: Collection[str]) -> dict[str, 
 
 
 def _reject_unknown_guardians(rows: list[_PatronRow], first_by_card: dict[str, _PatronRow],
-                              stored: dict[str, _Stored]) -> None:
+                              stored: dict[str, _Stored], places: RowPlaces) -> None:
     """A guardian card must be a patron in the database or a card in the file. When the guardian is
     only in the file and its row is rejected, the child's row is rejected too, down a chain of
     guardians if need be."""
@@ -268,7 +317,8 @@ def _reject_unknown_guardians(rows: list[_PatronRow], first_by_card: dict[str, _
         if guardian is None or guardian == row.card or guardian in stored:
             continue
         if guardian not in first_by_card:
-            row.problems.append("guardian_card_number is no patron in the database or in this file")
+            row.problems.append(
+                f"guardian_card_number is no patron in the database or in this {places.container}")
         elif not row.problems:
             waiting.append(row)
     while True:
@@ -278,7 +328,7 @@ def _reject_unknown_guardians(rows: list[_PatronRow], first_by_card: dict[str, _
         for row in newly_rejected:
             line = first_by_card[row.guardian_card or ""].line
             row.problems.append(
-                f"guardian_card_number is the card of line {line}, which is rejected")
+                f"guardian_card_number is the card of {places.row(line)}, which is rejected")
         waiting = [row for row in waiting if not row.problems]
 
 

@@ -11,7 +11,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 JSON_PREFIXES = ("/api", "/webhooks")
-_KEPT_HEADERS = ("Allow", "Retry-After")
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
 def wants_json() -> bool:
