@@ -54,31 +54,35 @@ class Roster:
         return len(self.do_not_photograph) + self.may_photograph + len(self.unknown)
 
 
-def read_card_numbers(text: str) -> list[str]:
-    """The card numbers in pasted text or an uploaded file, once each, in the order given: a CSV
-    whose first line names a `card_number` column gives that column; anything else is card
-    numbers separated by line breaks, commas, semicolons or spaces.
+def read_card_numbers(*texts: str) -> list[str]:
+    """The card numbers in pasted text and uploaded files, once each, in the order given: a text
+    whose first line names a `card_number` column is a CSV and gives that column; any other text
+    is card numbers separated by line breaks, commas, semicolons or spaces.
 
     :raise RosterError: for a control character, or more than ROSTER_LIMIT card numbers.
     """
-    text = text.lstrip("\ufeff")
-    try:
-        text = clean_text(text, field="the card numbers", multiline=True)
-    except UnsafeTextError as error:
-        raise RosterError(str(error)) from None
-    lines = text.splitlines()
-    header = [cell.strip().lower() for cell in next(csv.reader(lines[:1]), [])]
-    if CARD_COLUMN in header:
-        column = header.index(CARD_COLUMN)
-        cells = [row[column] if column < len(row) else ""
-                 for row in csv.reader(io.StringIO("\n".join(lines[1:])))]
-    else:
-        cells = _SEPARATORS.split(text)
+    cells: list[str] = []
+    for text in texts:
+        cells += _cells(text)
     cards = list(dict.fromkeys(cell.strip() for cell in cells if cell.strip()))
     if len(cards) > ROSTER_LIMIT:
         raise RosterError(f"a roster holds at most {ROSTER_LIMIT} card numbers; this one has "
                           f"{len(cards)}")
     return cards
+
+
+def _cells(text: str) -> list[str]:
+    try:
+        text = clean_text(text.lstrip("\ufeff"), field="the list of card numbers", multiline=True)
+    except UnsafeTextError as error:
+        raise RosterError(str(error)) from None
+    lines = text.splitlines()
+    header = [cell.strip().lower() for cell in next(csv.reader(lines[:1]), [])]
+    if CARD_COLUMN not in header:
+        return _SEPARATORS.split(text)
+    column = header.index(CARD_COLUMN)
+    return [row[column] if column < len(row) else ""
+            for row in csv.reader(io.StringIO("\n".join(lines[1:])))]
 
 
 def check_roster(session: Session, ctx: ServiceContext, cards: list[str], *, staff_id: int,

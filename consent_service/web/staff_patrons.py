@@ -234,8 +234,7 @@ def photo_roster() -> ResponseReturnValue:
         return render_template("staff/patrons/photo_roster.html", form=form, roster=None)
     now = runtime.now()
     try:
-        text = (form.cards.data or "") + "\n" + _uploaded_text()
-        cards = read_card_numbers(text)
+        cards = read_card_numbers(form.cards.data or "", _uploaded_text())
         roster = check_roster(db.session, runtime.context(), cards,
                               staff_id=current_user.member.id, now=now)
     except ConsentServiceError as error:
