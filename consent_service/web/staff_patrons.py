@@ -2,7 +2,8 @@
 recording what they told us, guardians' requests and ID checks, and the photo roster.
 
 Every view asks `staff_required` for its permission (domain.staff). A form post that cannot be
-recorded answers 400 with one line and records nothing.
+recorded answers 400 with one line and records nothing (a patron page shown again with the line
+is a view of the record, and is logged as every view is).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class DecisionForm(FlaskForm):
 
     purpose = SelectField("Purpose", validators=[InputRequired("Choose a purpose.")])
     topic = SelectField("Email topic (for email only)")
-    decision = RadioField("Decision", choices=[SelectChoice(d.value, DECISION_WORDS[d]) for d in Decision],
+    decision = RadioField("Decision",
+                          choices=[SelectChoice(d.value, DECISION_WORDS[d]) for d in Decision],
                           validators=[InputRequired("Choose yes or no.")])
     source = RadioField("How the patron told us",
                         choices=[SelectChoice(s.value, _CHANNEL_WORDS[s]) for s in STAFF_SOURCES],
@@ -123,14 +125,14 @@ def _patron_page(public_id: str, *, form: DecisionForm | None = None,
                                     history_page=request.args.get("page", 1, type=int) or 1)
     except PatronRecordNotFoundError:
         abort(404)
-    guardians = [SelectChoice(g.ref, f"{g.name} (card {g.card_number})" if g.card_number else g.ref)
-                 for g in record.guardians if g.ref]
+    guardians = [SelectChoice(g.ref, f"{g.name} (card {g.card_number})" if g.card_number
+                              else g.ref) for g in record.guardians if g.ref]
     catalog = runtime.context().catalog
     id_form = id_form or _id_check_form(blank=True)
     id_form.guardian.choices = guardians
     return render_template(
         "staff/patrons/patron.html", record=record, form=form or _decision_form(blank=True),
-        id_form=id_form, error=error, task_words=TASK_WORDS,
+        id_form=id_form, error=error,
         may_record=current_user.may(Permission.RECORD_DECISIONS),
         purpose_labels={p.key: p.label for p in catalog},
         topic_purposes={p.key for p in catalog if p.has_topics}), status
@@ -153,18 +155,17 @@ def record(public_id: str) -> ResponseReturnValue:
     form = _decision_form()
     if not form.validate():
         return _patron_page(public_id, form=form, error=first_error(form), status=400)
-    request_ = StaffDecision(purpose=form.purpose.data or "", topic=form.topic.data or None,
-                             decision=Decision(form.decision.data),
-                             source=Source(form.source.data), note=form.note.data or "")
+    told = StaffDecision(purpose=form.purpose.data or "", topic=form.topic.data or None,
+                         decision=Decision(form.decision.data), source=Source(form.source.data),
+                         note=form.note.data or "")
     try:
-        outcome = record_for_patron(db.session, runtime.context(), public_id, request_,
+        outcome = record_for_patron(db.session, runtime.context(), public_id, told,
                                     staff=current_user.member, now=runtime.now())
     except PatronRecordNotFoundError:
         abort(404)
     except ConsentServiceError as error:
         db.session.rollback()
-        return _patron_page(public_id, form=form, error=sentence(error),
-                            status=400)
+        return _patron_page(public_id, form=form, error=sentence(error), status=400)
     if not outcome.written:
         flash("Nothing recorded: that decision is already in force.", "info")
     elif outcome.effective:
