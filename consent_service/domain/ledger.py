@@ -23,13 +23,21 @@ class Source(StrEnum):
     ONE_CLICK = "one_click"
     PREFERENCE_CENTER = "preference_center"
     GUARDIAN_PAGE = "guardian_page"
-    STAFF_DESK = "staff_desk"
+    STAFF_DESK = "staff_desk"  # in person, at a desk
     STAFF_PHONE = "staff_phone"
+    STAFF_EMAIL = "staff_email"  # the patron wrote to the library; staff recorded it
+    STAFF_PAPER_FORM = "staff_paper_form"  # a signed paper form, entered by staff
     SENDGRID_WEBHOOK = "sendgrid_webhook"
     SENDGRID_RECONCILE = "sendgrid_reconcile"
     IMPORT = "import"
     API = "api"
     GPC = "gpc"
+
+
+# How a patron told staff, each its own source: the ledger says how a decision reached the library,
+# so a phone call and a paper form must not look alike when a decision is questioned.
+STAFF_SOURCES: tuple[Source, ...] = (Source.STAFF_DESK, Source.STAFF_PHONE, Source.STAFF_EMAIL,
+                                     Source.STAFF_PAPER_FORM)
 
 
 class Actor(StrEnum):

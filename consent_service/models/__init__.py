@@ -1,6 +1,7 @@
 """The database tables, one module per area; every table is imported here, so that the metadata
 (and migrations) know them all, and callers import from `consent_service.models`."""
 
+from consent_service.models.access import PatronAccess
 from consent_service.models.api import ApiKey, IdempotentResponse
 from consent_service.models.columns import BigId, UTCDateTime
 from consent_service.models.exports import ExportManifest
@@ -42,6 +43,7 @@ __all__ = [
     "IdempotentResponse",
     "OutboxMessage",
     "Patron",
+    "PatronAccess",
     "PatronDecision",
     "PolicyVersion",
     "RateLimitCounter",

@@ -1,0 +1,56 @@
+"""Every staff route and who may use it: the data of the authorisation matrix
+(test_authorisation_matrix.py). A new staff page adds its routes here; `{patron}`, `{child}`,
+`{task}` and `{account}` in a path are filled from the arranged World (desk.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from consent_service.domain.ledger import Decision, Source
+from consent_service.domain.purposes import PurposeKey
+from consent_service.domain.staff import Permission
+
+
+@dataclass(frozen=True)
+class StaffRoute:
+    """A route, the permission it needs, and what a member with it gets for `data` (posted with
+    the session's CSRF token)."""
+
+    method: str
+    path: str
+    permission: Permission
+    allowed: int
+    data: Mapping[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+STAFF_ROUTES: list[StaffRoute] = [
+    StaffRoute("GET", "/staff/patrons?q=Reyes", Permission.LOOK_UP_PATRONS, 200),
+    StaffRoute("GET", "/staff/patrons/{patron}", Permission.LOOK_UP_PATRONS, 200),
+    StaffRoute("POST", "/staff/patrons/{patron}/decisions", Permission.RECORD_DECISIONS, 302,
+               {"purpose": PurposeKey.POSTAL_MARKETING.value, "topic": "",
+                "decision": Decision.OPT_OUT.value, "source": Source.STAFF_PHONE.value}),
+    StaffRoute("POST", "/staff/patrons/{child}/id-check", Permission.RECORD_DECISIONS, 302,
+               {"guardian": "21000002", "purpose": PurposeKey.CONTACT_UPDATE.value,
+                "checked": "y"}),
+    StaffRoute("GET", "/staff/guardian-tasks", Permission.GUARDIAN_TASKS, 200),
+    StaffRoute("POST", "/staff/guardian-tasks/{task}/done", Permission.GUARDIAN_TASKS, 302),
+    StaffRoute("GET", "/staff/photo-roster", Permission.PHOTO_ROSTER, 200),
+    StaffRoute("POST", "/staff/photo-roster", Permission.PHOTO_ROSTER, 200,
+               {"cards": "21000001\n21000003\nNOPE"}),
+    StaffRoute("GET", "/staff/access-log", Permission.READ_ACCESS_LOG, 200),
+    StaffRoute("GET", "/staff/admin/staff", Permission.MANAGE_STAFF, 200),
+    StaffRoute("POST", "/staff/admin/staff", Permission.MANAGE_STAFF, 200,
+               {"email": "new.clerk@library.example.org", "role": "staff"}),
+    StaffRoute("POST", "/staff/admin/staff/{account}/deactivate", Permission.MANAGE_STAFF, 302),
+    StaffRoute("GET", "/staff/admin/topics", Permission.MANAGE_TOPICS, 200),
+    StaffRoute("POST", "/staff/admin/topics", Permission.MANAGE_TOPICS, 302,
+               {"key": "adult_learning", "name": "Adult learning", "name_es": "",
+                "sendgrid_group": ""}),
+]
+
+# Blueprints whose every route must be in STAFF_ROUTES (the matrix test checks it).
+COVERED_BLUEPRINTS = ("staff_patrons", "staff_admin")
