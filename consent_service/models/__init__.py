@@ -2,7 +2,7 @@
 (and migrations) know them all, and callers import from `consent_service.models`."""
 
 from consent_service.models.columns import BigId, UTCDateTime
-from consent_service.models.exports import ExportManifest
+from consent_service.models.exports import ExportedPatron, ExportManifest
 from consent_service.models.ledger import (
     AddressDecision,
     AddressSuppression,
@@ -34,6 +34,7 @@ __all__ = [
     "BigId",
     "ConsentEvent",
     "ExportManifest",
+    "ExportedPatron",
     "FamilyRequest",
     "GuardianLink",
     "GuardianRequest",
