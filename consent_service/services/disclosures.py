@@ -18,7 +18,7 @@ from sqlalchemy import Row, case, func, select
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
-from consent_service.domain.ledger import WHOLE_PURPOSE, Actor, Decision, Ruling, fold
+from consent_service.domain.ledger import WHOLE_PURPOSE, Actor, Decision, Ruling
 from consent_service.domain.purposes import VENDOR_PURPOSES
 from consent_service.models import ConsentEvent, ExportedPatron, ExportManifest, Patron, Topic
 from consent_service.services.context import ServiceContext
@@ -158,10 +158,9 @@ def _withdrawal(events: list[Row[Any]]) -> Withdrawal | None:
     if not opt_outs:
         return None
     first = min(opt_outs, key=lambda row: (row.occurred_at, row.id))
-    in_force = fold(((WHOLE_PURPOSE, WHOLE_PURPOSE), ruling) for ruling in rulings.values())
-    now = in_force[(WHOLE_PURPOSE, WHOLE_PURPOSE)]
+    in_force = max(rulings.values(), key=Ruling.precedence)  # the first of equals, as `fold`
     return Withdrawal(events[0].public_id, events[0].card_number, first.occurred_at, first.source,
-                      now.occurred_at if now.decision is Decision.OPT_IN else None)
+                      in_force.occurred_at if in_force.decision is Decision.OPT_IN else None)
 
 
 def withdrawal_lines(withdrawals: Iterable[Withdrawal]) -> Iterator[str]:
