@@ -79,6 +79,9 @@ def register_blueprints(app: Flask) -> None:
     from consent_service.web import staff
 
     app.register_blueprint(staff.bp)
+    from consent_service.web import staff_marketing
+
+    app.register_blueprint(staff_marketing.bp)
 
 
 def register_error_pages(app: Flask) -> None:
