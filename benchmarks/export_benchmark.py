@@ -8,7 +8,10 @@ the peak resident memory belongs to that run alone:
 
 - `export`: the real `export_contacts` service, with an `--excluded` file, as the CLI calls it;
 - `baseline`: the same kind of subprocess streaming a plain `select` of the same patron columns
-  into a CSV file, with no eligibility, links or deduplication.
+  into a CSV file, with no eligibility, links or deduplication;
+- `before` (with `--before REV`): the same `export` run, on the same database, with the
+  `consent_service` package of git revision REV (extracted with `git archive`), to measure what a
+  change cost in the same run.
 
 Peak RSS is ru_maxrss from wait4 for that child. Linux carries the parent's high-water mark into a
 child's ru_maxrss at exec, so this parent never imports the application and builds the database in
@@ -220,6 +223,7 @@ def build_database(database: Path, patrons: int) -> dict[str, int]:
 
 
 def child_export(database: Path, output: Path, purpose: str) -> dict[str, Any]:
+    import consent_service
     from consent_service import create_app, runtime
     from consent_service.extensions import db
     from consent_service.services.export import export_contacts
@@ -233,7 +237,7 @@ def child_export(database: Path, output: Path, purpose: str) -> dict[str, Any]:
             now=datetime.now(UTC), chunk_size=app.config["EXPORT_CHUNK_SIZE"])
         seconds = time.perf_counter() - started
         return {"rows": manifest.row_count, "excluded": manifest.excluded_counts,
-                "seconds": seconds}
+                "seconds": seconds, "code": str(Path(consent_service.__file__).parent)}
 
 
 def child_baseline(database: Path, output: Path) -> dict[str, Any]:
@@ -282,11 +286,12 @@ def own_peak_rss_mib() -> float:
     return float("nan")
 
 
-def run_child(mode: str, database: Path, workdir: Path,
-              *extra: str) -> tuple[dict[str, Any], float, float]:
-    """Run this script in a fresh interpreter; return its report, wall time and ru_maxrss (MiB)."""
+def run_child(mode: str, database: Path, workdir: Path, *extra: str,
+              code: Path | None = None) -> tuple[dict[str, Any], float, float]:
+    """Run this script in a fresh interpreter (with the package in `code`, else this checkout's);
+    return its report, wall time and ru_maxrss (MiB)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", mode,
-               "--database", str(database), *extra]
+               "--database", str(database), *extra, *(["--code", str(code)] if code else [])]
     with (workdir / "child.out").open("w+b") as out, (workdir / "child.err").open("w+b") as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT)
@@ -300,12 +305,28 @@ def run_child(mode: str, database: Path, workdir: Path,
         return json.loads(out.read()), wall, usage.ru_maxrss / 1024
 
 
-def measure(mode: str, database: Path, workdir: Path, patrons: int, purpose: str) -> Run:
-    """One measured run; wall time and peak RSS are that subprocess's own."""
-    report, wall, peak = run_child(mode, database, workdir, "--output",
-                                   str(workdir / f"{mode}.csv"), "--purpose", purpose)
+def measure(mode: str, database: Path, workdir: Path, patrons: int, purpose: str,
+            before: Path | None) -> Run:
+    """One measured run; wall time and peak RSS are that subprocess's own. `before` runs the
+    export with the package extracted there."""
+    code = before if mode == "before" else None
+    report, wall, peak = run_child("export" if mode == "before" else mode, database, workdir,
+                                   "--output", str(workdir / f"{mode}.csv"), "--purpose", purpose,
+                                   code=code)
+    if code is not None and not report["code"].startswith(str(code)):
+        raise SystemExit(f"the before run imported {report['code']}, not the code in {code}")
     return Run(mode, patrons, wall, report["seconds"], peak, report["own_hwm_mib"], report["rows"],
                report["excluded"])
+
+
+def extract_revision(revision: str, into: Path) -> str:
+    """Extract `consent_service/` of a git revision into `into`; return the commit it names."""
+    commit = subprocess.run(["git", "rev-parse", "--short", f"{revision}^{{commit}}"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", commit, "consent_service"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return commit
 
 
 def main() -> None:
@@ -316,12 +337,17 @@ def main() -> None:
                         help="a smaller size also measured, to show memory does not grow (0: skip)")
     parser.add_argument("--purpose", default="email_marketing")
     parser.add_argument("--keep", action="store_true", help="keep the temporary databases")
+    parser.add_argument("--before", metavar="REV",
+                        help="also run the export of this git revision (e.g. main), to compare")
     parser.add_argument("--child", choices=["build", "export", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--database", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--code", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
+        if args.code:
+            sys.path.insert(0, str(args.code))
         if args.child == "build":
             report = build_database(args.database, args.patrons)
         elif args.child == "export":
@@ -333,6 +359,12 @@ def main() -> None:
 
     smaller = {args.flat_check} if 0 < args.flat_check < args.patrons else set()
     sizes = sorted({args.patrons} | smaller)
+    modes = ("baseline", "before", "export") if args.before else ("baseline", "export")
+    before: Path | None = None
+    if args.before:
+        before = Path(tempfile.mkdtemp(prefix="consent-export-before-"))
+        commit = extract_revision(args.before, before)
+        print(f"before: {args.before} = {commit}, extracted to {before}", flush=True)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), purpose {args.purpose}, "
           f"{args.repeat} run(s) each, sizes {', '.join(f'{n:,}' for n in sizes)}", flush=True)
     results: list[Run] = []
@@ -344,8 +376,8 @@ def main() -> None:
         print(f"built {size:,} patrons in {wall:.1f} s "
               f"({database.stat().st_size / 2**20:.0f} MiB): {stats}", flush=True)
         for attempt in range(args.repeat):
-            for mode in ("baseline", "export"):
-                run = measure(mode, database, workdir, size, args.purpose)
+            for mode in modes:
+                run = measure(mode, database, workdir, size, args.purpose, before)
                 results.append(run)
                 print(f"  {size:>9,} {mode:<8} run {attempt + 1}: {run.wall:7.1f} s wall, "
                       f"{run.inside:7.1f} s inside, peak RSS {run.peak_rss_mib:6.1f} MiB "
@@ -363,8 +395,10 @@ def main() -> None:
           f"{'median inside s':>15} | {'peak RSS MiB':>12}")
     print("-" * 84)
     medians: dict[tuple[int, str], tuple[float, float]] = {}
+    if before is not None:
+        shutil.rmtree(before)
     for size in sizes:
-        for mode in ("baseline", "export"):
+        for mode in modes:
             runs = [r for r in results if r.patrons == size and r.mode == mode]
             wall = statistics.median(r.wall for r in runs)
             inside = statistics.median(r.inside for r in runs)
@@ -376,6 +410,13 @@ def main() -> None:
     for size in sizes:
         ratio = medians[(size, "export")][0] / medians[(size, "baseline")][0]
         print(f"{size:,} patrons: export takes {ratio:.1f}x the baseline's wall time")
+        if args.before:
+            inside = [statistics.median(r.inside for r in results
+                                        if r.patrons == size and r.mode == mode)
+                      for mode in ("before", "export")]
+            wall_ratio = medians[(size, "export")][0] / medians[(size, "before")][0]
+            print(f"{size:,} patrons: export takes {wall_ratio:.2f}x the wall time of "
+                  f"{args.before} ({inside[1] / inside[0]:.2f}x inside the call)")
     if len(sizes) == 2:
         small, large = sizes
         print(f"export peak RSS: {medians[(small, 'export')][1]:.1f} MiB at {small:,} patrons, "

@@ -79,9 +79,10 @@ def register_blueprints(app: Flask) -> None:
     from consent_service.web import staff
 
     app.register_blueprint(staff.bp)
-    from consent_service.web import staff_admin, staff_patrons
+    from consent_service.web import staff_admin, staff_marketing, staff_patrons
 
     app.register_blueprint(staff_patrons.bp)
+    app.register_blueprint(staff_marketing.bp)
     app.register_blueprint(staff_admin.bp)
     from consent_service.web import api
 

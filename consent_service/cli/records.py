@@ -98,6 +98,20 @@ def export_contacts_command(purpose: str, topic: str | None, output: Path | None
                f"sha256 {manifest.sha256}; manifest {manifest.id}", err=True)
 
 
+@export.command("withdrawals")
+@click.argument("export_id", type=int)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the CSV (default: standard output).")
+def export_withdrawals_command(export_id: int, output: Path | None) -> None:
+    """List the patrons in a vendor export's file who have withdrawn since (CSV: patron_id,
+    card_number, withdrawn_at, source, consents_again_since), so the vendor can be asked to delete
+    them."""
+    from consent_service.services.disclosures import write_withdrawals
+
+    count = write_withdrawals(db.session, export_id, output)
+    click.echo(f"{count} patron(s) withdrawn since export {export_id}", err=True)
+
+
 def _link_command(kind: LinkKind, with_topic: bool) -> Callable[..., None]:
     def command(card: str, topic: str | None = None) -> None:
         from consent_service.services.patrons import link_for_card

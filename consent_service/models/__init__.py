@@ -4,7 +4,7 @@
 from consent_service.models.access import PatronAccess
 from consent_service.models.api import ApiKey, IdempotentResponse
 from consent_service.models.columns import BigId, UTCDateTime
-from consent_service.models.exports import ExportManifest
+from consent_service.models.exports import ExportedPatron, ExportManifest
 from consent_service.models.ledger import (
     AddressDecision,
     AddressSuppression,
@@ -37,6 +37,7 @@ __all__ = [
     "BigId",
     "ConsentEvent",
     "ExportManifest",
+    "ExportedPatron",
     "FamilyRequest",
     "GuardianLink",
     "GuardianRequest",

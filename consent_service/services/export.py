@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import os
-import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, null, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, insert, null, select, tuple_
 from sqlalchemy.orm import Session
 
-from consent_service.domain.eligibility import Verdict
-from consent_service.domain.ledger import require_aware
+from consent_service.domain.ledger import require_aware, resolve
 from consent_service.domain.purposes import Channel, Purpose
 from consent_service.domain.tokens import LinkKind
-from consent_service.models import ExportManifest, Patron
+from consent_service.models import ExportedPatron, ExportManifest, Patron
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import checked_topic
+from consent_service.services.export_files import (
+    Buffer,
+    DigestingSink,
+    SpreadsheetSafeWriter,
+    replaced_when_complete,
+    standard_output,
+)
 from consent_service.services.standing import load_standings
 
 EMAIL_COLUMNS = ("email", "first_name", "last_name", "preferred_language", "patron_id",
@@ -38,14 +40,68 @@ _PATRON_COLUMNS = (
     Patron.email, Patron.address_key, Patron.first_name, Patron.last_name, Patron.preferred_language,
     Patron.street, Patron.city, Patron.state, Patron.postal_code,
 )
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_EXPORTED = ExportedPatron.__table__  # inserted with Core executemany: no ORM object per row
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One export asked for: the purpose, the stored topic (None: the whole purpose), the library's
+    date, and when it was asked."""
+
+    purpose: Purpose
+    topic: str | None
+    today: date
+    now: datetime
+
+    @property
+    def by_email(self) -> bool:
+        return self.purpose.channel is Channel.EMAIL
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """One patron as the export sees them: the verdict's reason (None: eligible), whether their
+    row is written (for email, only the first eligible patron at an address), and the decision in
+    force that the verdict read."""
+
+    patron: Row[Any]
+    reason: str | None
+    written: bool
+    decision_event_id: int | None
+
+
+@dataclass(frozen=True)
+class ExportPreview:
+    """What an export would hold now, counted without writing anything: its rows, the eligible
+    patrons (for email, several may share one row) and how many are left out for each reason."""
+
+    purpose: str
+    topic: str | None
+    rows: int
+    eligible: int
+    left_out: dict[str, int]
+
+    @property
+    def left_out_total(self) -> int:
+        return sum(self.left_out.values())
+
+
+@dataclass(frozen=True)
+class StreamedExport:
+    """A download: the file's name and its bytes, produced as they are read. The export is recorded
+    (manifest and contained patrons, one commit) before the last bytes are given out; a download
+    abandoned before then records nothing."""
+
+    file_name: str
+    chunks: Iterator[bytes]
 
 
 def export_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topic: str | None,
                     output: Path | None, excluded: Path | None, created_by: str, now: datetime,
                     chunk_size: int = 2000) -> ExportManifest:
     """Write the patrons who may be contacted for `purpose` (and `topic`) as CSV, list every patron
-    left out with the eligibility function's reason, and record a committed manifest.
+    left out with the eligibility function's reason, and record a committed manifest with the
+    patrons the file contains.
 
     Rules:
     - eligibility is only ever `load_standings` + `Standing.verdict`, asked for every patron on
@@ -71,67 +127,145 @@ def export_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topi
       data should be) and moved into place only when complete, so a failure never leaves a partial
       file that looks finished. `output=None` streams to standard output instead;
     - memory stays flat: patrons are read `chunk_size` at a time by keyset pagination, and rows are
-      written as they are decided.
+      written as they are decided;
+    - the disclosure record: each patron whose row is written is recorded (ExportedPatron: for
+      email the address key the row went to, and the decision in force the verdict read), inserted
+      a chunk at a time in the manifest's transaction, so an export is recorded whole or not at all.
 
     The manifest holds the SHA-256 of the bytes written and how many were left out per reason.
 
     :raise UnknownPurposeError: for a purpose that is not in the catalog.
     :raise UnknownTopicError: for a topic on a purpose without topics, or one not configured.
     """
-    chosen = ctx.catalog.get(purpose)
-    topic_key = checked_topic(session, chosen.key, chosen.has_topics, topic) or None
-    today = ctx.today(require_aware(now, "now"))
-    by_email = chosen.channel is Channel.EMAIL
-
-    left_out: Counter[str] = Counter()
-    row_count = 0
+    plan = _plan(session, ctx, purpose, topic, now)
     with ExitStack() as files:
-        contacts = _DigestingSink(files.enter_context(
-            _replaced_when_complete(output) if output else _standard_output()))
-        rows = _SpreadsheetSafeWriter(contacts)
-        rows.writerow(EMAIL_COLUMNS if by_email else CONTACT_COLUMNS)
+        contacts = DigestingSink(files.enter_context(
+            replaced_when_complete(output) if output else standard_output()))
         reasons = None
         if excluded is not None:
-            excluded_file = files.enter_context(_replaced_when_complete(excluded))
-            reasons = _SpreadsheetSafeWriter(_DigestingSink(excluded_file))
+            excluded_file = files.enter_context(replaced_when_complete(excluded))
+            reasons = SpreadsheetSafeWriter(DigestingSink(excluded_file))
             reasons.writerow(EXCLUDED_COLUMNS)
-
-        represented: str | None = None  # the address whose row is written already
-        for patron, verdict in _verdicts(session, chosen, topic_key, today, chunk_size):
-            if verdict.reason is not None:
-                left_out[verdict.reason.value] += 1
-                if reasons is not None:
-                    reasons.writerow((patron.public_id, patron.card_number, patron.first_name,
-                                      patron.last_name, verdict.reason.value))
-            elif not by_email:
-                rows.writerow(_contact_row(patron))
-                row_count += 1
-            elif patron.address_key != represented:
-                represented = patron.address_key
-                rows.writerow(_email_row(ctx, patron, topic_key))
-                row_count += 1
-
-        manifest = ExportManifest(
-            created_by=created_by, created_at=now, purpose=chosen.key, topic=topic_key,
-            row_count=row_count, excluded_counts=dict(sorted(left_out.items())),
-            sha256=contacts.hexdigest(), file_name=output.name if output else None,
-        )
-        session.add(manifest)
-        session.flush()  # a database error here still leaves no file behind
+        manifest = _new_manifest(session, plan, created_by, output.name if output else None)
+        for _ in _write(session, ctx, plan, manifest, contacts, reasons, chunk_size):
+            pass  # a database error still leaves no file behind: the files close after this
     session.commit()
     return manifest
 
 
-def spreadsheet_safe(value: str | None) -> str:
-    """A text value a spreadsheet shows as text: one that would start a formula gets a leading '."""
-    text = value or ""
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+def stream_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topic: str | None,
+                    created_by: str, now: datetime, chunk_size: int = 2000) -> StreamedExport:
+    """The contact file of `export_contacts` (same rules, columns and bytes), produced a chunk of
+    patrons at a time for a download, and recorded as an export by `created_by` when the whole file
+    is produced: the manifest and the contained patrons are committed before the last bytes are
+    given out, and a download abandoned before then is rolled back (nothing recorded).
+
+    :raise UnknownPurposeError: for a purpose that is not in the catalog (before any byte).
+    :raise UnknownTopicError: for a topic on a purpose without topics, or one not configured.
+    """
+    plan = _plan(session, ctx, purpose, topic, now)
+    file_name = "-".join(["contacts", plan.purpose.key, *([plan.topic] if plan.topic else []),
+                          plan.today.isoformat()]) + ".csv"
+
+    def chunks() -> Iterator[bytes]:
+        buffer, held = Buffer(), b""  # the latest bytes wait until the export is committed
+        try:
+            manifest = _new_manifest(session, plan, created_by, file_name)
+            for _ in _write(session, ctx, plan, manifest, DigestingSink(buffer), None, chunk_size):
+                if buffer.pending():
+                    if held:
+                        yield held
+                    held = buffer.take()
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        yield held + buffer.take()
+
+    return StreamedExport(file_name, chunks())
 
 
-def _verdicts(session: Session, purpose: Purpose, topic: str | None, today: date,
-              chunk_size: int) -> Iterator[tuple[Row[Any], Verdict]]:
-    """Every patron with their verdict, a chunk at a time, in the order the export needs."""
-    if purpose.channel is Channel.EMAIL:
+def preview_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topic: str | None,
+                     now: datetime, chunk_size: int = 2000) -> ExportPreview:
+    """How many rows an export for `purpose` (and `topic`) would have now, how many patrons are
+    eligible and how many are left out for each reason: the export's own batch eligibility, a
+    chunk at a time (a few queries per chunk, never one per patron); nothing is written.
+
+    :raise UnknownPurposeError: for a purpose that is not in the catalog.
+    :raise UnknownTopicError: for a topic on a purpose without topics, or one not configured.
+    """
+    plan = _plan(session, ctx, purpose, topic, now)
+    left_out: Counter[str] = Counter()
+    rows = eligible = 0
+    for chunk in _decided(session, plan, chunk_size):
+        for one in chunk:
+            if one.reason is not None:
+                left_out[one.reason] += 1
+            else:
+                eligible += 1
+                rows += one.written
+    return ExportPreview(plan.purpose.key, plan.topic, rows, eligible, dict(sorted(left_out.items())))
+
+
+def _plan(session: Session, ctx: ServiceContext, purpose: str, topic: str | None,
+          now: datetime) -> _Plan:
+    chosen = ctx.catalog.get(purpose)
+    topic_key = checked_topic(session, chosen.key, chosen.has_topics, topic) or None
+    return _Plan(chosen, topic_key, ctx.today(require_aware(now, "now")), now)
+
+
+def _new_manifest(session: Session, plan: _Plan, created_by: str,
+                  file_name: str | None) -> ExportManifest:
+    """The export's manifest, flushed for its id; `_write` completes it."""
+    manifest = ExportManifest(
+        created_by=created_by, created_at=plan.now, purpose=plan.purpose.key, topic=plan.topic,
+        row_count=0, excluded_counts={}, sha256="", file_name=file_name,
+    )
+    session.add(manifest)
+    session.flush()
+    return manifest
+
+
+def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportManifest,
+           contacts: DigestingSink, reasons: SpreadsheetSafeWriter | None,
+           chunk_size: int) -> Iterator[None]:
+    """Write the contact rows (and the left-out patrons to `reasons`), insert the patrons written a
+    chunk at a time (one executemany each), yielding after each chunk; then complete the manifest."""
+    rows = SpreadsheetSafeWriter(contacts)
+    rows.writerow(EMAIL_COLUMNS if plan.by_email else CONTACT_COLUMNS)
+    left_out: Counter[str] = Counter()
+    row_count = 0
+    for chunk in _decided(session, plan, chunk_size):
+        contained: list[dict[str, Any]] = []
+        for one in chunk:
+            patron = one.patron
+            if one.reason is not None:
+                left_out[one.reason] += 1
+                if reasons is not None:
+                    reasons.writerow((patron.public_id, patron.card_number, patron.first_name,
+                                      patron.last_name, one.reason))
+            elif one.written:
+                rows.writerow(_email_row(ctx, patron, plan.topic) if plan.by_email
+                              else _contact_row(patron))
+                contained.append({
+                    "export_id": manifest.id, "patron_id": patron.id,
+                    "address_key": patron.address_key if plan.by_email else None,
+                    "decision_event_id": one.decision_event_id,
+                })
+        if contained:
+            session.execute(insert(_EXPORTED), contained)
+            row_count += len(contained)
+        yield
+    manifest.row_count = row_count
+    manifest.excluded_counts = dict(sorted(left_out.items()))
+    manifest.sha256 = contacts.hexdigest()
+    session.flush()
+
+
+def _decided(session: Session, plan: _Plan, chunk_size: int) -> Iterator[list[_Decided]]:
+    """Every patron decided, a chunk at a time, in the order the export needs."""
+    purpose, topic = plan.purpose, plan.topic
+    if plan.by_email:
         with_address = select(*_PATRON_COLUMNS).where(Patron.address_key.is_not(None))
         no_email = (null().label("email") if c is Patron.email else c for c in _PATRON_COLUMNS)
         without_address = select(*no_email).where(Patron.address_key.is_(None))
@@ -139,11 +273,25 @@ def _verdicts(session: Session, purpose: Purpose, topic: str | None, today: date
                  _pages(session, without_address, (Patron.id,), chunk_size)]
     else:
         pages = [_pages(session, select(*_PATRON_COLUMNS), (Patron.id,), chunk_size)]
+    represented: str | None = None  # the address whose row is written already
     for chunks in pages:
         for chunk in chunks:
             standings = load_standings(session, chunk, [purpose.key])
+            decided: list[_Decided] = []
             for patron in chunk:
-                yield patron, standings[patron.id].verdict(purpose, topic, today)
+                standing = standings[patron.id]
+                verdict = standing.verdict(purpose, topic, plan.today)
+                if verdict.reason is not None:
+                    decided.append(_Decided(patron, verdict.reason.value, False, None))
+                    continue
+                written = not plan.by_email or patron.address_key != represented
+                if written and plan.by_email:
+                    represented = patron.address_key
+                state = standing.address_state if plan.by_email else standing.patron_state
+                in_force = resolve(state, purpose.key, topic)
+                decided.append(_Decided(patron, None, written,
+                                        int(in_force.event_ref) if in_force else None))
+            yield decided
 
 
 def _pages(session: Session, query: Select[Any], keys: Sequence[ColumnElement[Any]],
@@ -185,56 +333,3 @@ def _contact_row(patron: Row[Any]) -> tuple[str, ...]:
         patron.state,
         patron.postal_code,
     )
-
-
-class _SpreadsheetSafeWriter:
-    """A CSV writer whose every cell goes through `spreadsheet_safe` (None is written empty)."""
-
-    def __init__(self, sink: _DigestingSink) -> None:
-        self._writer = csv.writer(sink, lineterminator="\n")
-
-    def writerow(self, cells: Sequence[str | None]) -> None:
-        self._writer.writerow([spreadsheet_safe(cell) for cell in cells])
-
-
-class _DigestingSink:
-    """What `csv.writer` writes to: encodes UTF-8 and keeps the SHA-256 of every byte written."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self._digest = hashlib.sha256()
-
-    def write(self, text: str) -> int:
-        data = text.encode("utf-8")
-        self._digest.update(data)
-        self._stream.write(data)
-        return len(text)
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
-
-
-@contextmanager
-def _replaced_when_complete(target: Path) -> Iterator[IO[bytes]]:
-    """A temporary file beside `target`, moved onto it when the block completes and removed if it
-    fails."""
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, before the move
-        dir=target.parent, prefix=f".{target.name}.", suffix=".partial", delete=False)
-    try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def _standard_output() -> Iterator[IO[bytes]]:
-    """Standard output as bytes, so the digest is of exactly what was written."""
-    sys.stdout.flush()
-    stream = sys.stdout.buffer
-    yield stream
-    stream.flush()

@@ -1,0 +1,97 @@
+"""The files exports write: spreadsheet-safe CSV cells, a SHA-256 of every byte written, and
+files that appear only when complete."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Protocol
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: str | None) -> str:
+    """A text value a spreadsheet shows as text: one that would start a formula gets a leading '."""
+    text = value or ""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+class SpreadsheetSafeWriter:
+    """A CSV writer whose every cell goes through `spreadsheet_safe` (None is written empty)."""
+
+    def __init__(self, sink: DigestingSink) -> None:
+        self._writer = csv.writer(sink, lineterminator="\n")
+
+    def writerow(self, cells: Sequence[str | None]) -> None:
+        self._writer.writerow([spreadsheet_safe(cell) for cell in cells])
+
+
+class _ByteStream(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+class DigestingSink:
+    """What `csv.writer` writes to: encodes UTF-8 and keeps the SHA-256 of every byte written."""
+
+    def __init__(self, stream: _ByteStream) -> None:
+        self._stream = stream
+        self._digest = hashlib.sha256()
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8")
+        self._digest.update(data)
+        self._stream.write(data)
+        return len(text)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+class Buffer:
+    """Bytes written and not yet handed out: what a download's next chunk is."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(data)
+        return len(data)
+
+    def pending(self) -> bool:
+        return bool(self._parts)
+
+    def take(self) -> bytes:
+        data, self._parts = b"".join(self._parts), []
+        return data
+
+
+@contextmanager
+def replaced_when_complete(target: Path) -> Iterator[IO[bytes]]:
+    """A temporary file beside `target`, moved onto it when the block completes and removed if it
+    fails."""
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, before the move
+        dir=target.parent, prefix=f".{target.name}.", suffix=".partial", delete=False)
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, target)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def standard_output() -> Iterator[IO[bytes]]:
+    """Standard output as bytes, so the digest is of exactly what was written."""
+    sys.stdout.flush()
+    stream = sys.stdout.buffer
+    yield stream
+    stream.flush()
