@@ -13,7 +13,6 @@ from flask_login import current_user
 
 from consent_service import runtime
 from consent_service.domain.eligibility import Reason
-from consent_service.domain.ledger import Source
 from consent_service.domain.purposes import UnknownPurposeError
 from consent_service.domain.staff import Permission
 from consent_service.extensions import db
@@ -30,6 +29,7 @@ from consent_service.services.disclosures import (
 from consent_service.services.export import preview_contacts, stream_contacts
 from consent_service.web.charts import ELIGIBLE, LEFT_OUT, horizontal_bars, movement_chart
 from consent_service.web.staff import staff_page, staff_required
+from consent_service.web.staff_words import SOURCE_WORDS
 
 bp = Blueprint("staff_marketing", __name__, url_prefix="/staff/marketing")
 staff_page("staff_marketing.exports", "Exports and counts", Permission.EXPORT_CONTACTS)
@@ -43,19 +43,6 @@ REASON_WORDS: dict[str, str] = {
     Reason.OPTED_OUT: "Said no (opted out)",
     Reason.GUARDIAN_CONSENT_REQUIRED: "Child without a guardian's consent",
     Reason.NOT_OPTED_IN: "Has not said yes (an opt-in purpose)",
-}
-SOURCE_WORDS: dict[str, str] = {
-    Source.UNSUBSCRIBE_LINK: "Unsubscribe link",
-    Source.ONE_CLICK: "One-click unsubscribe",
-    Source.PREFERENCE_CENTER: "Preference center",
-    Source.GUARDIAN_PAGE: "Guardian page",
-    Source.STAFF_DESK: "Staff at the desk",
-    Source.STAFF_PHONE: "Staff on the phone",
-    Source.SENDGRID_WEBHOOK: "SendGrid event",
-    Source.SENDGRID_RECONCILE: "SendGrid reconcile",
-    Source.IMPORT: "Import",
-    Source.API: "API",
-    Source.GPC: "Global Privacy Control",
 }
 
 

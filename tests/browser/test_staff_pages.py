@@ -77,7 +77,7 @@ def test_staff_find_a_patron_and_record_a_phone_opt_out(site, page: Page, check_
     row = in_force.get_by_role("row").filter(has_text="Postal mail about programs")
     expect(row).to_contain_text("no (opt out)")
     expect(row).to_contain_text("staff (desk@library.example.org)")
-    expect(row).to_contain_text("staff: on the phone")
+    expect(row).to_contain_text("Staff on the phone")
     eligibility = page.get_by_role("table", name="What the library may do today")
     expect(eligibility.get_by_role("row").filter(has_text="Postal mail about programs")) \
         .to_contain_text("said no (opted out)")

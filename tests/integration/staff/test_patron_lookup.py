@@ -101,8 +101,8 @@ def test_the_patron_page_shows_each_decision_in_force_with_its_source_and_time(
     text = main_text(client.get(f"/staff/patrons/{world.patron.public_id}").text)
     in_force = text.split("Decisions in force", 1)[1].split("What the library may do today")[0]
     assert ("Email about programs, services and events Library events no (opt out) patron "
-            "unsubscribe link 2026-05-31 06:00 MDT their email address") in in_force
-    assert ("Postal mail about programs — no (opt out) patron preference center "
+            "Unsubscribe link 2026-05-31 06:00 MDT their email address") in in_force
+    assert ("Postal mail about programs — no (opt out) patron Preference center "
             "2026-05-29 06:00 MDT this patron's record") in in_force
 
 

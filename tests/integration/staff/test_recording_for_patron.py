@@ -39,7 +39,7 @@ def test_a_phone_opt_out_is_recorded_by_the_staff_member_and_shown_in_force(clie
     page = client.get(response.location)
     assert 'role="status"' in page.text and "Recorded; it is in force now." in page.text
     assert ("Postal mail about programs — no (opt out) staff (staff@library.example.org) "
-            "staff: on the phone 2026-06-01 06:00 MDT this patron's record") in in_force(page.text)
+            "Staff on the phone 2026-06-01 06:00 MDT this patron's record") in in_force(page.text)
     assert "yes" not in main_text(page.text).split("Postal mail about programs —")[2][:5]
 
     [event] = ledger(session)
@@ -128,7 +128,7 @@ def test_an_id_check_records_the_guardians_vendor_consent_with_the_staff_member_
     page = client.get(response.location)
     assert "Recorded the guardian's consent after the ID check" in main_text(page.text)
     assert ("Contact details sent to a vendor that keeps them current — yes (opt in) guardian "
-            "(staff@library.example.org) staff: at the desk, in person") in in_force(page.text)
+            "(staff@library.example.org) Staff at the desk") in in_force(page.text)
     [event] = ledger(session)
     assert (event.purpose, event.decision, event.actor, event.source) == (
         PurposeKey.CONTACT_UPDATE.value, "opt_in", "guardian", "staff_desk")

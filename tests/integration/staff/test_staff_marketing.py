@@ -21,7 +21,8 @@ from consent_service.extensions import db
 from consent_service.models import ExportedPatron, ExportManifest, Topic
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.export import export_contacts
-from consent_service.web.staff_marketing import REASON_WORDS, SOURCE_WORDS
+from consent_service.web.staff_marketing import REASON_WORDS
+from consent_service.web.staff_words import SOURCE_WORDS
 from tests.conftest import NOW
 from tests.integration.public_pages import csrf_token, main_text
 from tests.integration.staff.helpers import make_staff, sign_in
