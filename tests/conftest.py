@@ -61,6 +61,22 @@ def _postgres_schema() -> Iterator[None]:
     yield
 
 
+class Clock:
+    """The app's clock (the CLOCK setting): a fixed instant a test can move."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The app's clock for tests that move time (pass it as CLOCK to `app_factory`)."""
+    return Clock(NOW)
+
+
 def app_config(tmp_path: Any, **overrides: Any) -> dict[str, Any]:
     config = {
         "TESTING": True,

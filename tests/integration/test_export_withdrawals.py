@@ -21,17 +21,11 @@ from consent_service.services.disclosures import (
 )
 from consent_service.services.export import export_contacts
 from tests.conftest import NOW
-from tests.integration.guardians.helpers import Clock
 
 CONTACT_UPDATE, MODELING = VENDOR_PURPOSES
 EMAIL = PurposeKey.EMAIL_MARKETING.value
 HOUR = timedelta(hours=1)
 WITHDRAWAL_HEADER = ["patron_id", "card_number", "withdrawn_at", "source", "consents_again_since"]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(NOW)
 
 
 @pytest.fixture

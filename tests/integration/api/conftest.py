@@ -10,14 +10,8 @@ from sqlalchemy.orm import Session
 
 from consent_service.services.api_keys import Scope, create_api_key
 from tests.conftest import NOW
-from tests.integration.guardians.helpers import Clock
 
 ALL_SCOPES = tuple(scope.value for scope in Scope)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(NOW)
 
 
 @pytest.fixture

@@ -11,12 +11,7 @@ from sqlalchemy.orm import Session
 
 from consent_service.models import Topic
 from tests.conftest import NOW
-from tests.integration.guardians.helpers import CHILD_BORN, Clock
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(NOW)
+from tests.integration.guardians.helpers import CHILD_BORN
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ answering the pages as a browser does."""
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date
 from email.message import EmailMessage
 
 from flask import Flask
@@ -17,16 +17,6 @@ from tests.integration.public_pages import csrf_token, sent_mail
 
 BASE = "https://consent.example.org"
 CHILD_BORN = date(2018, 3, 3)  # 8 on NOW (2026-06-01)
-
-
-class Clock:
-    """The app's clock (the CLOCK setting): a fixed instant a test can move."""
-
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
 
 
 def invoke(runner: FlaskCliRunner, *args: str):  # type: ignore[no-untyped-def]
