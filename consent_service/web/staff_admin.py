@@ -1,4 +1,4 @@
-"""Admin pages: the access log (who viewed which patron), staff accounts, email topics.
+"""Admin pages: the access log (who viewed which patron), staff accounts, email topics, API keys.
 
 Every view asks `staff_required` for its permission (domain.staff); a form post that cannot be
 done answers 400 with one line and changes nothing.
@@ -10,14 +10,28 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import EmailField, IntegerField, SelectChoice, SelectField, StringField
+from wtforms import (
+    EmailField,
+    IntegerField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+)
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
+from wtforms.widgets import CheckboxInput, ListWidget
 
 from consent_service import runtime
 from consent_service.domain import ConsentServiceError
 from consent_service.domain.staff import Permission, Role
 from consent_service.extensions import db
 from consent_service.services.access_log import read_access_log
+from consent_service.services.api_keys import (
+    Scope,
+    create_api_key,
+    list_api_keys,
+    revoke_api_key,
+)
 from consent_service.services.staff_admin import (
     create_account,
     deactivate_account,
@@ -35,8 +49,9 @@ staff_page("staff_admin.access_log", "Access log: who viewed which patron",
            Permission.READ_ACCESS_LOG)
 staff_page("staff_admin.accounts", "Staff accounts", Permission.MANAGE_STAFF)
 staff_page("staff_admin.topics", "Email topics", Permission.MANAGE_TOPICS)
+staff_page("staff_admin.api_keys", "API keys for other systems", Permission.MANAGE_API_KEYS)
 
-_ROLE_WORDS = {Role.ADMIN: "admin: accounts, topics, the access log, and all staff pages",
+_ROLE_WORDS = {Role.ADMIN: "admin: accounts, topics, API keys, the access log, and all staff pages",
                Role.STAFF: "staff: patrons, decisions, guardians' requests, photo roster",
                Role.MARKETING: "marketing: exports and counts only"}
 
@@ -58,6 +73,21 @@ class TopicForm(FlaskForm):
         "SendGrid unsubscribe group id (optional)",
         validators=[Optional(), NumberRange(min=1, message="A SendGrid group id is a positive "
                                                            "number.")])
+
+
+_SCOPE_WORDS = {Scope.PATRONS_WRITE: "patrons:write: create and update patron records",
+                Scope.CONSENTS_READ: "consents:read: decisions, eligibility, the ledger feed",
+                Scope.CONSENTS_WRITE: "consents:write: record decisions",
+                Scope.EXPORTS_READ: "exports:read: eligible-contact exports"}
+
+
+class ApiKeyForm(FlaskForm):
+    name = StringField("Name (the system that will use it)",
+                       validators=[InputRequired("Enter a name for the key."), Length(max=100)])
+    scopes = SelectMultipleField(
+        "Scopes", choices=[SelectChoice(scope.value, _SCOPE_WORDS[scope]) for scope in Scope],
+        validators=[InputRequired("Choose at least one scope.")],
+        widget=ListWidget(prefix_label=False), option_widget=CheckboxInput())
 
 
 @bp.get("/access-log")
@@ -139,3 +169,40 @@ def topics() -> ResponseReturnValue:
             return redirect(url_for(".topics"))
     return render_template("staff/admin/topics.html", form=form, topics=topic_lines(db.session),
                            error=error), 400 if error else 200
+
+
+def _api_keys_page(form: ApiKeyForm, *, created: object = None, key: str | None = None,
+                   error: str | None = None, status: int = 200) -> ResponseReturnValue:
+    return render_template("staff/admin/api_keys.html", form=form, keys=list_api_keys(db.session),
+                           created=created, key=key, error=error), status
+
+
+@bp.route("/admin/api-keys", methods=["GET", "POST"])
+@staff_required(Permission.MANAGE_API_KEYS)
+def api_keys() -> ResponseReturnValue:
+    """API keys; POST creates one (as `flask apikeys create`), the key shown on this answer only."""
+    form = ApiKeyForm()
+    if request.method == "GET":
+        return _api_keys_page(form)
+    if not form.validate():
+        return _api_keys_page(form, error=first_error(form), status=400)
+    try:
+        created, key = create_api_key(db.session, form.name.data or "", form.scopes.data or [],
+                                      now=runtime.now())
+    except ConsentServiceError as error:
+        db.session.rollback()
+        return _api_keys_page(form, error=sentence(error), status=400)
+    return _api_keys_page(ApiKeyForm(formdata=None), created=created, key=key)
+
+
+@bp.post("/admin/api-keys/<prefix>/revoke")
+@staff_required(Permission.MANAGE_API_KEYS)
+def revoke_key(prefix: str) -> ResponseReturnValue:
+    """Revoke a key by its prefix: refused from the next request on."""
+    try:
+        info, _now = revoke_api_key(db.session, prefix, now=runtime.now())
+    except ConsentServiceError as error:
+        db.session.rollback()
+        return _api_keys_page(ApiKeyForm(formdata=None), error=sentence(error), status=400)
+    flash(f"The key {info.name} ({info.prefix}…) is revoked.", "success")
+    return redirect(url_for(".api_keys"))

@@ -165,5 +165,13 @@ def test_admin_pages_pass_axe(site, browser: Browser, new_context, check_page):
     check_page(page, "staff-topics")
 
     page.goto(f"{site.url}/staff/")
+    page.get_by_role("link", name="API keys for other systems").click()
+    page.get_by_label("Name (the system that will use it)").fill("The ILS")
+    page.get_by_label("consents:read: decisions, eligibility, the ledger feed").check()
+    page.get_by_role("button", name="Create the key").click()
+    expect(page.get_by_role("status")).to_contain_text("The key, shown this once: csk_")
+    check_page(page, "staff-api-keys")
+
+    page.goto(f"{site.url}/staff/")
     page.get_by_role("link", name="Guardians' requests for a child's data").click()
     check_page(page, "staff-guardian-tasks")

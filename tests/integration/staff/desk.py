@@ -21,6 +21,7 @@ from consent_service.models import (
     StaffUser,
     Topic,
 )
+from consent_service.services.api_keys import create_api_key
 from consent_service.services.staff_accounts import StaffMember
 from tests.conftest import NOW
 from tests.integration.public_pages import csrf_token
@@ -53,10 +54,11 @@ class World:
     guardian: Patron
     task_id: int
     account_id: int
+    key_prefix: str
 
     def fill(self, path: str) -> str:
         return path.format(patron=self.patron.public_id, child=self.child.public_id,
-                           task=self.task_id, account=self.account_id)
+                           task=self.task_id, account=self.account_id, key=self.key_prefix)
 
 
 def arrange_world(session: Session, make_patron) -> World:  # type: ignore[no-untyped-def]
@@ -78,7 +80,8 @@ def arrange_world(session: Session, make_patron) -> World:  # type: ignore[no-un
     session.add(task)
     session.commit()
     other = make_staff(session, "staff", "other.staff@library.example.org")
-    return World(patron, child, guardian, task.id, other.id)
+    key, _secret = create_api_key(session, "the ILS", ["consents:read"], now=NOW)
+    return World(patron, child, guardian, task.id, other.id, key.prefix)
 
 
 def access_log(session: Session) -> list[tuple[str, str, str]]:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from consent_service.models import StaffUser, Topic
 from tests.conftest import NOW
-from tests.integration.public_pages import main_text
+from tests.integration.public_pages import csrf_token, main_text
 from tests.integration.staff.desk import alert, signed_in
 from tests.integration.staff.helpers import make_staff, sign_in
 
@@ -136,3 +136,34 @@ def test_the_staff_home_links_each_role_to_its_pages(client, session, app):
     sign_in(marketing, "marketing@library.example.org")
     home = main_text(marketing.get("/staff/").text)
     assert "Find a patron" not in home and "Staff accounts" not in home
+
+
+def test_an_admin_creates_an_api_key_shown_once_that_works_and_revokes_it(client, session):
+    make_staff(session, "admin")
+    sign_in(client, "admin@library.example.org")
+    page = client.get("/staff/admin/api-keys")
+    created = client.post("/staff/admin/api-keys", buffered=True, data={
+        "csrf_token": csrf_token(page.text), "name": "The ILS",
+        "scopes": ["consents:read", "patrons:write"]})
+
+    assert created.status_code == 200
+    [key] = re.findall(r'<span class="password">(csk_[\w-]+)</span>', created.text)
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/v1/events", headers=headers).status_code == 200
+    assert key not in client.get("/staff/admin/api-keys").text  # shown once
+    prefix = key[:12]
+    revoked = client.post(f"/staff/admin/api-keys/{prefix}/revoke", buffered=True,
+                          data={"csrf_token": csrf_token(page.text)})
+    assert revoked.status_code == 302
+    assert client.get("/api/v1/events", headers=headers).status_code == 401
+    assert "revoked" in main_text(client.get("/staff/admin/api-keys").text)
+
+
+def test_an_api_key_without_a_scope_is_refused_in_one_line(client, session):
+    make_staff(session, "admin")
+    sign_in(client, "admin@library.example.org")
+    page = client.get("/staff/admin/api-keys")
+    refused = client.post("/staff/admin/api-keys", buffered=True, data={
+        "csrf_token": csrf_token(page.text), "name": "No scopes"})
+    assert refused.status_code == 400
+    assert "Choose at least one scope." in main_text(refused.text)
