@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,8 +19,13 @@ from consent_service.models import StaffUser
 
 MIN_PASSWORD_LENGTH = 12
 _HASHER = PasswordHasher()
-# Verified against when no account has the address, so that a login takes as long either way.
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when no account can sign in, so that a refusal takes as long either way
+    (made on first use: nothing is computed at import)."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 class StaffAccountError(ConsentServiceError):
@@ -91,10 +97,10 @@ def sign_in(session: Session, email: str, password: str, *, now: datetime,
     user = (session.scalar(select(StaffUser).where(StaffUser.email == address))
             if address else None)
     if user is None:
-        _verify(_DUMMY_HASH, password)
+        _verify(_dummy_hash(), password)
         raise refused
     if not user.active or (user.locked_until is not None and user.locked_until > now):
-        _verify(_DUMMY_HASH, password)
+        _verify(_dummy_hash(), password)
         raise refused
     if not _verify(user.password_hash, password):
         user.failed_logins += 1
