@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -30,6 +31,7 @@ class ConsentEvent(db.Model):
     __table_args__ = (
         Index("ix_consent_events_patron_purpose", "patron_id", "purpose", "topic"),
         Index("ix_consent_events_address_purpose", "address_key", "purpose", "topic"),
+        Index("ix_consent_events_txid_id", "txid", "id"),
         CheckConstraint("decision in ('opt_in', 'opt_out')", name="decision"),
         CheckConstraint("patron_id is not null or address_key is not null", name="subject"),
     )
@@ -49,6 +51,9 @@ class ConsentEvent(db.Model):
     effective: Mapped[bool] = mapped_column(Boolean)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sg_event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    # The inserting transaction's id, for the API feed's order. On PostgreSQL the database fills it
+    # (a server default set by the migration), so it is never set here; on SQLite it stays NULL.
+    txid: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PatronDecision(db.Model):

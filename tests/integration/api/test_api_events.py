@@ -43,7 +43,8 @@ def test_events_come_in_recording_order_with_opaque_patron_ids_only(client, key,
         "actor": "staff", "effective": True,
         "occurred_at": (NOW - timedelta(hours=1)).isoformat(), "recorded_at": NOW.isoformat()}
     assert page["events"][1]["scope"] == "address"
-    assert (page["next"], page["has_more"]) == (page["events"][1]["id"], False)
+    assert page["has_more"] is False
+    assert feed(client, key, after=page["next"])["events"] == []
     text = json.dumps(page)
     for private in ("1001", "ana@example.org", "303-555-0100", ana.address_key):
         assert private not in text
@@ -86,7 +87,8 @@ def test_the_limit_defaults_to_100_and_is_at_most_1000(client, key, session, ctx
         assert list(response.json["errors"]["query"]) == ["limit"]
 
 
-@pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "9" * 19, "١٢", "1\x00"])
+@pytest.mark.parametrize("cursor", ["abc", "-1", "15", "1.5.5", "1.-5", ".5", "1.", "0." + "9" * 19,
+                                    "9" * 19 + ".1", "١.٢", "1.5\x00", "1 .5"])
 def test_a_cursor_the_feed_did_not_give_out_is_422(client, key, cursor):
     response = client.get("/api/v1/events", query_string={"after": cursor}, headers=bearer(key))
     assert response.status_code == 422
