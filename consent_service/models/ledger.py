@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    FetchedValue,
     ForeignKey,
     Index,
     String,
@@ -52,8 +53,9 @@ class ConsentEvent(db.Model):
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sg_event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
     # The inserting transaction's id, for the API feed's order. On PostgreSQL the database fills it
-    # (a server default set by the migration), so it is never set here; on SQLite it stays NULL.
-    txid: Mapped[int | None] = mapped_column(BigInteger)
+    # (the server default the migration sets); FetchedValue keeps it out of the ORM's INSERT, which
+    # would otherwise write NULL. On SQLite it stays NULL.
+    txid: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
 
 
 class PatronDecision(db.Model):
