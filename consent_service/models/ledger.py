@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
+    FetchedValue,
     ForeignKey,
     Index,
     String,
@@ -30,6 +32,7 @@ class ConsentEvent(db.Model):
     __table_args__ = (
         Index("ix_consent_events_patron_purpose", "patron_id", "purpose", "topic"),
         Index("ix_consent_events_address_purpose", "address_key", "purpose", "topic"),
+        Index("ix_consent_events_txid_id", "txid", "id"),
         CheckConstraint("decision in ('opt_in', 'opt_out')", name="decision"),
         CheckConstraint("patron_id is not null or address_key is not null", name="subject"),
     )
@@ -49,6 +52,10 @@ class ConsentEvent(db.Model):
     effective: Mapped[bool] = mapped_column(Boolean)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sg_event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    # The inserting transaction's id, for the API feed's order. On PostgreSQL the database fills it
+    # (the server default the migration sets); FetchedValue keeps it out of the ORM's INSERT, which
+    # would otherwise write NULL. On SQLite it stays NULL.
+    txid: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
 
 
 class PatronDecision(db.Model):

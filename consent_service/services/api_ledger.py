@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
@@ -14,7 +14,7 @@ from consent_service.models import ConsentEvent, Patron
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 
-CURSOR_DIGITS = 18  # an event id fits a signed 64-bit integer
+CURSOR_DIGITS = 18  # a transaction id and an event id each fit a signed 64-bit integer
 
 
 class InvalidCursorError(ConsentServiceError):
@@ -109,34 +109,59 @@ def record_reported_decision(session: Session, ctx: ServiceContext, patron: Patr
 
 def events_after(session: Session, after: str | None, limit: int) -> FeedPage:
     """Up to `limit` ledger events recorded after the cursor `after` (from the start without one),
-    in the order they were inserted. Events are never updated or deleted, so the order is stable
-    and a cursor stays valid: new events only ever come after the last one seen. `next` is the
-    cursor to ask with next time: the last event's, or `after` itself when there is nothing new.
+    in a stable order: by the transaction that inserted them, then by id. Events are never updated
+    or deleted, and an event is served only once every transaction that could still insert an
+    event before it has finished, so a cursor stays valid: new events only ever come after the
+    last one seen. `next` is the cursor to ask with next time: the last event's, or `after` itself
+    when there is nothing new.
 
-    The cursor is the event's id, which clients treat as opaque. On PostgreSQL ids are handed out
-    when an event is inserted and become visible when its transaction commits, so a transaction
-    still running (a large import) may commit an event with a lower id than one already served.
+    On PostgreSQL ids are handed out when an event is inserted but become visible when its
+    transaction commits, so a long transaction (a large import) can commit an event with a lower
+    id than one already served. The database stamps each event with its transaction's id (`txid`),
+    and the feed serves only events of transactions below the oldest one still running anywhere on
+    the server (its snapshot's xmin): those have all finished, and whatever commits later has a
+    `txid` at or above it. A long transaction therefore holds the feed back until it ends. On
+    SQLite, one writer at a time, ids are already in commit order and `txid` is NULL, read as 0,
+    as it is for events from before the column existed.
+
+    The cursor is `"<txid>.<id>"`, which clients treat as opaque.
 
     :raise InvalidCursorError: a cursor this service did not give out.
     """
-    start = parse_cursor(after) if after is not None else 0
-    rows = session.execute(
-        select(ConsentEvent, Patron.public_id)
-        .outerjoin(Patron, Patron.id == ConsentEvent.patron_id)
-        .where(ConsentEvent.id > start).order_by(ConsentEvent.id).limit(limit + 1)).all()
-    events = [_feed_event(event, public_id) for event, public_id in rows[:limit]]
-    return FeedPage(events, events[-1].id if events else after, len(rows) > limit)
+    txid, event_id = parse_cursor(after) if after is not None else (0, 0)
+    order = func.coalesce(ConsentEvent.txid, 0)
+    query = (select(ConsentEvent, Patron.public_id)
+             .outerjoin(Patron, Patron.id == ConsentEvent.patron_id)
+             .where(or_(order > txid, and_(order == txid, ConsentEvent.id > event_id)))
+             .order_by(order, ConsentEvent.id).limit(limit + 1))
+    if session.get_bind().dialect.name == "postgresql":
+        # Read before the events (READ COMMITTED takes a snapshot per statement): every
+        # transaction below this horizon had finished then, so all it wrote is visible below.
+        horizon = session.scalar(text("select pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
+        query = query.where(order < horizon)
+    rows = session.execute(query).all()
+    page = rows[:limit]
+    events = [_feed_event(event, public_id) for event, public_id in page]
+    cursor = format_cursor(page[-1][0]) if page else after
+    return FeedPage(events, cursor, len(rows) > limit)
 
 
-def parse_cursor(text: str) -> int:
-    """The event id a cursor stands for.
+def format_cursor(event: ConsentEvent) -> str:
+    """The cursor that points just after `event`."""
+    return f"{event.txid or 0}.{event.id}"
+
+
+def parse_cursor(text: str) -> tuple[int, int]:
+    """The (transaction id, event id) a cursor stands for.
 
     :raise InvalidCursorError: anything but a cursor this service gives out.
     """
-    if not (text.isascii() and text.isdigit() and len(text) <= CURSOR_DIGITS):
+    parts = text.split(".")
+    if not (len(parts) == 2 and all(part.isascii() and part.isdigit()
+                                    and len(part) <= CURSOR_DIGITS for part in parts)):
         raise InvalidCursorError("not a cursor this feed gave out; pass back a `next` value, or "
                                  "leave `after` out to start from the beginning")
-    return int(text)
+    return int(parts[0]), int(parts[1])
 
 
 def _feed_event(event: ConsentEvent, public_id: str | None) -> FeedEvent:

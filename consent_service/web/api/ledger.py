@@ -78,8 +78,10 @@ class Events(MethodView):
 
         Every consent event in the order it was recorded, `limit` at a time (100 by default, at
         most 1000). Pass the answer's `next` as `after` to get the events recorded since; an
-        empty page gives back the same cursor. Events are never changed, so a cursor stays
-        valid. Patrons appear only by their opaque id, never by card number or address.
+        empty page gives back the same cursor. Events are never changed, and an event appears
+        only once every write that could come before it has finished (a long import holds the
+        feed back until it ends), so a cursor stays valid and nothing is skipped. Patrons appear
+        only by their opaque id, never by card number or address.
         """
         return events_after(db.session, query.get("after"), query["limit"])
 

@@ -174,7 +174,8 @@ class EventsQuerySchema(Schema):
 
 
 class FeedEventSchema(Schema):
-    id = fields.String(metadata={"description": "The event's cursor."})
+    id = fields.String(metadata={"description": "The event's id (`event_id` when recorded "
+                                                "through the API); not a cursor."})
     patron_id = fields.String(allow_none=True, metadata={
         "description": "The opaque patron id; null for an address no patron has."})
     scope = fields.String(metadata={"description": "`address` for an email decision, which is in "
@@ -192,7 +193,8 @@ class FeedEventSchema(Schema):
 class EventsPageSchema(Schema):
     events = fields.List(fields.Nested(FeedEventSchema))
     next = fields.String(allow_none=True, metadata={
-        "description": "Pass as `after` for the next page (the same cursor when nothing is new)."})
+        "description": "Pass as `after` for the next page (the same cursor when nothing is new). "
+                       "Opaque: give it back as it is."})
     has_more = fields.Boolean()
 
 
