@@ -11,10 +11,10 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    FetchedValue,
     ForeignKey,
     Index,
     String,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -52,10 +52,10 @@ class ConsentEvent(db.Model):
     effective: Mapped[bool] = mapped_column(Boolean)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sg_event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
-    # The inserting transaction's id, for the API feed's order. On PostgreSQL the database fills it
-    # (the server default the migration sets); FetchedValue keeps it out of the ORM's INSERT, which
-    # would otherwise write NULL. On SQLite it stays NULL.
-    txid: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
+    # The inserting transaction's id, which orders the API's ledger feed (services/api_ledger.py).
+    # The database fills it: on PostgreSQL the migration's default is pg_current_xact_id(); "0" is
+    # SQLite's, where one writer at a time keeps ids in commit order.
+    txid: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class PatronDecision(db.Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
@@ -121,24 +121,23 @@ def events_after(session: Session, after: str | None, limit: int) -> FeedPage:
     and the feed serves only events of transactions below the oldest one still running anywhere on
     the server (its snapshot's xmin): those have all finished, and whatever commits later has a
     `txid` at or above it. A long transaction therefore holds the feed back until it ends. On
-    SQLite, one writer at a time, ids are already in commit order and `txid` is NULL, read as 0,
-    as it is for events from before the column existed.
+    SQLite, one writer at a time, ids are already in commit order and `txid` is 0, as it is for
+    events from before the column existed.
 
     The cursor is `"<txid>.<id>"`, which clients treat as opaque.
 
     :raise InvalidCursorError: a cursor this service did not give out.
     """
     txid, event_id = parse_cursor(after) if after is not None else (0, 0)
-    order = func.coalesce(ConsentEvent.txid, 0)
     query = (select(ConsentEvent, Patron.public_id)
              .outerjoin(Patron, Patron.id == ConsentEvent.patron_id)
-             .where(or_(order > txid, and_(order == txid, ConsentEvent.id > event_id)))
-             .order_by(order, ConsentEvent.id).limit(limit + 1))
+             .where(tuple_(ConsentEvent.txid, ConsentEvent.id) > tuple_(txid, event_id))
+             .order_by(ConsentEvent.txid, ConsentEvent.id).limit(limit + 1))
     if session.get_bind().dialect.name == "postgresql":
         # Read before the events (READ COMMITTED takes a snapshot per statement): every
         # transaction below this horizon had finished then, so all it wrote is visible below.
         horizon = session.scalar(text("select pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
-        query = query.where(order < horizon)
+        query = query.where(ConsentEvent.txid < horizon)
     rows = session.execute(query).all()
     page = rows[:limit]
     events = [_feed_event(event, public_id) for event, public_id in page]
