@@ -31,10 +31,10 @@ def upgrade():
                         server_default=sa.text('(pg_current_xact_id()::text::bigint)'))
         op.create_index('ix_consent_events_txid_id', 'consent_events', ['txid', 'id'])
         return
-    with op.batch_alter_table('consent_events', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('txid', sa.BigInteger(), nullable=False,
-                                      server_default=sa.text('0')))
-        batch_op.create_index('ix_consent_events_txid_id', ['txid', 'id'], unique=False)
+    # SQLite adds a NOT NULL column with a default in place (no table rebuild).
+    op.add_column('consent_events', sa.Column('txid', sa.BigInteger(), nullable=False,
+                                              server_default=sa.text('0')))
+    op.create_index('ix_consent_events_txid_id', 'consent_events', ['txid', 'id'])
 
 
 def downgrade():
