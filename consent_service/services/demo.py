@@ -103,6 +103,7 @@ TRY = (
     "export contacts --purpose email_marketing --topic kids_teens --excluded excluded.csv",
     "export contacts --purpose postal_marketing",
     "links unsubscribe D0000003 --topic events",
+    "staff create admin@library.example.org --role admin --generate-password   # then /staff/",
 )
 
 
