@@ -38,6 +38,9 @@ class Patron(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
     card_number: Mapped[str] = mapped_column(String(64), unique=True)
+    # the ILS's own id for the patron (Koha borrowernumber, Sierra record number, Polaris PatronID):
+    # how a later file names this patron as a guardian (Koha's guarantor_id)
+    ils_id: Mapped[str | None] = mapped_column(String(64), index=True)
     first_name: Mapped[str] = mapped_column(String(200), default="")
     last_name: Mapped[str] = mapped_column(String(200), default="")
     email: Mapped[str | None] = mapped_column(String(320))

@@ -1,10 +1,14 @@
-"""Reading the CSV files that imports take (UTF-8, header checked), and reporting what they did."""
+"""Reading the CSV files that imports take, as Excel and the ILSs write them (UTF-8 with or without a
+byte-order mark, or Windows-1252; commas, semicolons or tabs; any line ending), with the header
+checked; and reporting what the imports did."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -14,7 +18,13 @@ from consent_service.domain.text import UnsafeTextError, clean_text
 
 
 class ImportFileError(ConsentServiceError):
-    """A file that cannot be imported at all: not UTF-8, empty, or missing a required column."""
+    """A file that cannot be imported at all: not text we can read, empty, or missing a required
+    column."""
+
+
+ENCODINGS = ("utf-8", "windows-1252")  # what `--encoding` accepts; the default is to detect
+DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
+_SAMPLE = 1 << 16  # bytes read to tell the encoding's tell-tales and the header's delimiter
 
 
 @dataclass(frozen=True)
@@ -82,17 +92,20 @@ class CsvFile:
 
 
 def read_csv(path: Path, *, required: Collection[str], known: Collection[str],
-             multiline: Collection[str] = (), allow_partial: bool = False) -> CsvFile:
+             multiline: Collection[str] = (), allow_partial: bool = False,
+             encoding: str | None = None, expected: Collection[str] = ()) -> CsvFile:
     """The data rows of a whole CSV file (blank lines left out), checked before any row is used.
 
-    The file is UTF-8, with or without a byte-order mark. Header names are trimmed and matched
-    case-insensitively. A missing `required` column, a column named twice, bytes that are not
+    The file is read as `open_table` reads it (encoding and delimiter detected unless `encoding`
+    is given). Header names are trimmed and matched case-insensitively. A missing `required` column, a column named twice, bytes that are not
     UTF-8, a quote left open, or an empty file raise ImportFileError naming the line; an error
     about the header shows the header found, and says when its line holds `;` or a tab (a file
     saved with the wrong delimiter reads as one column).
 
     A column not in `known` is ignored (the ILS's exports carry many), and listed in the file's
-    `notes`. But one that looks like a misspelt known column the header lacks (see `_closest`:
+    `notes`; so is one in `expected` (a column the system that wrote the file documents, which
+    this import does not use), but it is never taken for a misspelling. One that looks like a
+    misspelt known column the header lacks (see `_closest`:
     `birthdate` for `birth_date`, `email_address` for `email`) refuses the file unless
     `allow_partial`: the misspelt column would be ignored in silence, and a patron without a birth
     date counts as an adult. With `allow_partial`, it is noted and ignored.
@@ -101,24 +114,118 @@ def read_csv(path: Path, *, required: Collection[str], known: Collection[str],
     refuses makes a row problem naming the column and the character. A row with more or fewer
     fields than the header has a problem too, for the import to reject with its line number.
     """
+    with open_table(path, encoding) as table:
+        written = table.header
+        names = [cell.lower() for cell in written]
+        notes = table.notes + _check_header(path.name, table.header_line, written, required, known,
+                                            allow_partial, expected)
+        rows: list[CsvRow] = []
+        while (record := table.records.next()) is not None:
+            if not any(cell.strip() for cell in record):
+                continue
+            rows.append(_row(table.records.start, names, record, known, multiline))
+    return CsvFile(path.name, table.header_line, written, rows, notes)
+
+
+@dataclass
+class Table:
+    """An open CSV file positioned after its header: the header as written (trimmed), its line,
+    the records after it, and notes on how the file was read (an encoding or delimiter that is not
+    UTF-8 and commas)."""
+
+    header: tuple[str, ...]
+    header_line: int
+    records: _Records
+    notes: tuple[str, ...]
+
+
+@contextmanager
+def open_table(path: Path, encoding: str | None = None) -> Iterator[Table]:
+    """Open a CSV file as Excel and the ILSs write it, and read its header (the first line that is
+    not blank).
+
+    Encoding: UTF-8 (a leading byte-order mark is dropped) unless the file holds bytes that are not
+    UTF-8 and all of them are Windows-1252 (Excel's "CSV" on Windows), or `encoding` says which of
+    `ENCODINGS` it is. A UTF-16 file (a byte-order mark, or NUL bytes throughout; also what a
+    spreadsheet's own format looks like) or one with bytes that are neither is refused, naming the
+    line and the byte. (A stray NUL in a value is the row's problem, as any control character.) Delimiter: the one of `DELIMITERS` the header
+    line holds most of, outside quotes (a comma on a tie). Line endings: LF, CRLF or CR alone.
+    """
     with path.open("rb") as handle:
-        records = _Records(handle, path.name)
+        sample = handle.read(_SAMPLE)
+        chosen = _encoding(path, handle, sample, encoding)
+        handle.seek(0)
+        delimiter = _delimiter(_first_line(sample, chosen))
+        records = _Records(handle, path.name, chosen, delimiter)
         header: list[str] | None = []
         while header is not None and not any(cell.strip() for cell in header):
             header = records.next()
         if header is None:
             raise ImportFileError(
                 f"{path.name}: the file is empty; its first line must be the header")
-        written = tuple(cell.strip() for cell in header)
-        names = [cell.lower() for cell in written]
-        header_line = records.start
-        notes = _check_header(path.name, header_line, written, required, known, allow_partial)
-        rows: list[CsvRow] = []
-        while (record := records.next()) is not None:
-            if not any(cell.strip() for cell in record):
-                continue
-            rows.append(_row(records.start, names, record, known, multiline))
-    return CsvFile(path.name, header_line, written, rows, notes)
+        notes = []
+        if chosen != "utf-8":
+            notes.append(f"read as {chosen} text"
+                         + ("" if encoding else " (the file is not UTF-8; pass --encoding to say)"))
+        if delimiter != ",":
+            notes.append(f"columns are separated by {DELIMITERS[delimiter]}")
+        yield Table(tuple(cell.strip() for cell in header), records.start, records, tuple(notes))
+
+
+def _encoding(path: Path, handle: BinaryIO, sample: bytes, asked: str | None) -> str:
+    """The file's encoding: `asked`, else UTF-8 if every byte is, else Windows-1252 if every byte
+    is; refused when NUL bytes say it is UTF-16 or no text at all."""
+    if asked is not None:
+        if asked.lower() not in ENCODINGS:
+            raise ImportFileError(
+                f"{path.name}: encoding {asked!r} is not one of: {', '.join(ENCODINGS)}")
+        return asked.lower()
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+            sample.count(b"\x00") * 10 > len(sample)):
+        raise ImportFileError(
+            f"{path.name}: the file holds NUL bytes, so it is not CSV text (UTF-16, or a "
+            f"spreadsheet's own format?); save it as \"CSV UTF-8\" and import it again")
+    handle.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for block in iter(lambda: handle.read(_SAMPLE), b""):
+            decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return "utf-8"
+    handle.seek(0)
+    for number, raw in enumerate(handle, start=1):
+        try:
+            raw.decode("windows-1252")
+        except UnicodeDecodeError as exc:
+            raise ImportFileError(
+                f"{path.name}: line {number} is neither UTF-8 nor Windows-1252 text (byte "
+                f"0x{raw[exc.start]:02x} at position {exc.start + 1}); save the file as "
+                f"\"CSV UTF-8\" and import it again") from None
+    return "windows-1252"
+
+
+def _first_line(sample: bytes, encoding: str) -> str:
+    text = sample.decode(encoding, errors="replace").removeprefix("\ufeff")
+    for line in text.splitlines():
+        if line.strip():
+            return line
+    return ""
+
+
+def _delimiter(line: str) -> str:
+    """The delimiter the header line holds most of outside quotes; a comma on a tie or none."""
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(counts, key=lambda char: (counts[char], char == ","))
+    return best if counts[best] else ","
 
 
 def _row(line: int, names: list[str], record: list[str], known: Collection[str],
@@ -151,9 +258,11 @@ def row_of_values(line: int, pairs: Iterable[tuple[str, str]], known: Collection
 class _Records:
     """The records of a CSV file, each with the physical line it starts on (`start`)."""
 
-    def __init__(self, handle: BinaryIO, file_name: str) -> None:
+    def __init__(self, handle: BinaryIO, file_name: str, encoding: str = "utf-8",
+                 delimiter: str = ",") -> None:
         self._file_name = file_name
-        self._reader = csv.reader(_utf8_lines(handle, file_name), strict=True)
+        self._reader = csv.reader(_lines(handle, file_name, encoding), delimiter=delimiter,
+                                  strict=True)
         self.start = 0
 
     def next(self) -> list[str] | None:
@@ -168,21 +277,29 @@ class _Records:
                 f"{self._file_name}: line {self.start} is not valid CSV: {exc}") from None
 
 
-def _utf8_lines(handle: BinaryIO, file_name: str) -> Iterator[str]:
-    """The file's physical lines (split at LF), decoded, without a leading byte-order mark."""
+def _lines(handle: BinaryIO, file_name: str, encoding: str) -> Iterator[str]:
+    """The file's physical lines (split at LF, CRLF or a lone CR), decoded, without a leading
+    byte-order mark. The encoding was checked on the whole file, so a decoding error here means
+    the file changed while it was read."""
     for number, raw in enumerate(handle, start=1):
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode(encoding)
         except UnicodeDecodeError as exc:
             raise ImportFileError(
-                f"{file_name}: line {number} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
-                f"position {exc.start + 1}); save the file as UTF-8 and import it again"
+                f"{file_name}: line {number} is not {encoding} text (byte 0x{raw[exc.start]:02x} "
+                f"at position {exc.start + 1}); save the file as UTF-8 and import it again"
             ) from None
-        yield text.removeprefix("\ufeff") if number == 1 else text
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if "\r" in text.rstrip("\r\n"):  # old Mac line ends: one physical line holds several
+            yield from text.replace("\r\n", "\n").replace("\r", "\n").splitlines(keepends=True)
+        else:
+            yield text
 
 
 def _check_header(file_name: str, line: int, header: tuple[str, ...], required: Collection[str],
-                  known: Collection[str], allow_partial: bool) -> tuple[str, ...]:
+                  known: Collection[str], allow_partial: bool, expected: Collection[str] = ()
+                  ) -> tuple[str, ...]:
     """Refuse a header the import cannot trust; the notes about the columns it will ignore."""
     names = [name.lower() for name in header]
     twice = sorted({name for name in names if name and names.count(name) > 1})
@@ -191,7 +308,7 @@ def _check_header(file_name: str, line: int, header: tuple[str, ...], required: 
             file_name, line, header, f"column(s) named more than once: {', '.join(twice)}"))
     absent = [column for column in known if column not in names]
     unknown = [name for name in names if name and name not in known]
-    guesses = {name: _closest(name, absent) for name in unknown}
+    guesses = {name: None if name in expected else _closest(name, absent) for name in unknown}
     guessed = "; ".join(f"{name!r}: did you mean {guess!r}?"
                         for name, guess in guesses.items() if guess)
     missing = [column for column in required if column not in names]

@@ -14,15 +14,16 @@ from sqlalchemy import String, select, update
 from sqlalchemy.orm import Session
 
 from consent_service.domain.addresses import InvalidEmailError, normalize_email
+from consent_service.domain.consent_map import load_consent_map
+from consent_service.domain.ils_formats import GENERIC_COLUMNS
 from consent_service.models import GuardianLink, Patron
 from consent_service.services.context import ServiceContext
-from consent_service.services.csv_input import CsvRow, ImportReport, read_csv, row_of_values
+from consent_service.services.csv_input import CsvRow, ImportReport, row_of_values
 from consent_service.services.guardians.consent_request import request_consent_for_links
+from consent_service.services.ils_import import check_rules, read_patron_file, record_ils_consents
 
-COLUMNS = ("card_number", "first_name", "last_name", "email", "birth_date", "preferred_language",
-           "street", "city", "state", "postal_code", "guardian_card_number", "guardian_email",
-           "status")
-TEXT_COLUMNS = ("first_name", "last_name", "street", "city", "state", "postal_code")
+COLUMNS = GENERIC_COLUMNS
+TEXT_COLUMNS = ("first_name", "last_name", "street", "city", "state", "postal_code", "ils_id")
 MULTILINE_COLUMNS = ("street",)  # a street address may hold two lines (`1 Main St` / `Apt 2`)
 LANGUAGES = ("en", "es")
 STATUSES = ("active", "inactive")
@@ -45,9 +46,14 @@ class PatronImportReport(ImportReport):
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    decisions: int | None = None  # recorded through a consent map; None without one
 
     def counts(self) -> list[tuple[str, int]]:
-        return [("created", self.created), ("updated", self.updated), ("unchanged", self.unchanged)]
+        shown = [("created", self.created), ("updated", self.updated),
+                 ("unchanged", self.unchanged)]
+        if self.decisions is not None:
+            shown.append(("decisions recorded", self.decisions))
+        return shown
 
 
 @dataclass
@@ -64,8 +70,16 @@ class _PatronRow:
 
 def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: datetime,
                    skip_invalid: bool, allow_partial: bool = False,
-                   on_row: Callable[[], None] | None = None) -> PatronImportReport:
+                   on_row: Callable[[], None] | None = None, ils_format: str = "generic",
+                   encoding: str | None = None, consent_map: Path | None = None,
+                   consents_as_of: datetime | None = None) -> PatronImportReport:
     """Create or update patrons by card number from a CSV file, and link their guardians.
+
+    The file is in our own columns (`generic`), or as an ILS exports it (`ils_format`: koha,
+    evergreen, sierra, polaris, or auto to tell from the header; see `ils_import.read_patron_file`),
+    read in any encoding and delimiter `open_table` reads. With a `consent_map`, the opt-ins the
+    ILS keeps are recorded as decisions (`ils_import.record_ils_consents`, at `consents_as_of`,
+    default `now`) after the patrons are written, in the same transaction.
 
     Every row is checked first, and every problem is reported with its line. Atomic by default: one
     bad row and nothing is written. With `skip_invalid`, the good rows are written and the bad ones
@@ -93,16 +107,12 @@ def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: da
     """
     report = PatronImportReport()
     tick = on_row or _no_progress
-    csv_file = read_csv(path, required=("card_number",), known=COLUMNS,
-                        multiline=MULTILINE_COLUMNS, allow_partial=allow_partial)
-    report.notes.extend(csv_file.notes)
-    if not allow_partial and {name.lower() for name in csv_file.header} & set(COLUMNS) == {
-            "card_number"}:
-        raise csv_file.header_error(
-            "card_number is the only column this import knows, so every patron would be imported "
-            "without name, email or birth date (and count as an adult); name the columns as "
-            "documented, or pass --allow-partial")
-    checked = check_patron_rows(session, ctx, csv_file.rows, now=now)
+    rules = load_consent_map(consent_map) if consent_map is not None else ()
+    check_rules(session, ctx, rules)
+    patron_file = read_patron_file(session, path, format_name=ils_format, encoding=encoding,
+                                   allow_partial=allow_partial, rules=rules)
+    report.notes.extend(patron_file.notes)
+    checked = check_patron_rows(session, ctx, patron_file.rows, now=now)
     for line, problems in checked.problems().items():
         report.reject(line, problems)
     if report.problems and not skip_invalid:
@@ -115,6 +125,19 @@ def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: da
     report.created = tally["created"]
     report.updated = tally["updated"]
     report.unchanged = tally["unchanged"]
+    if rules:
+        good = [row for row in checked.rows if not row.problems]
+        patrons = load_patrons_by_card(session, [row.card for row in good])
+        consents = record_ils_consents(
+            session, ctx, rules,
+            ((row.line, patrons[row.card], patron_file.fields[row.line]) for row in good),
+            as_of=consents_as_of or now, file_name=path.name, now=now)
+        report.decisions = consents.recorded
+        for line, problems in sorted(consents.problems.items()):
+            report.reject(line, problems)
+        if consents.problems and not skip_invalid:
+            session.rollback()
+            return PatronImportReport(problems=report.problems, notes=report.notes)
     session.commit()
     return report
 
