@@ -111,6 +111,11 @@ def iso_date(value: str, *, us: bool) -> tuple[str, str | None]:
     return text, None
 
 
+def _words(text: str) -> frozenset[str]:
+    """The column names of a documented list, written as words."""
+    return frozenset(text.split())
+
+
 def _truthy(value: str) -> bool:
     return value.strip().lower() in ("t", "true", "1", "y", "yes")
 
@@ -158,7 +163,7 @@ def _koha_attributes(values: Mapping[str, str]) -> dict[str, str]:
 
 
 # Koha's borrowers columns (kohastructure.sql) and the import tool's extra ones.
-_KOHA_DOCUMENTED = frozenset("""
+_KOHA_DOCUMENTED = _words("""
 cardnumber surname firstname middle_name title othernames initials pronouns streetnumber streettype
 address address2 city state zipcode country email phone mobile fax emailpro phonepro
 b_streetnumber b_streettype b_address b_address2 b_city b_state b_zipcode b_country b_email b_phone
@@ -170,7 +175,7 @@ altcontactstate altcontactzipcode altcontactcountry altcontactphone smsalertnumb
 privacy privacy_guarantor_fines privacy_guarantor_checkouts checkprevcheckout updated_on lastseen
 lang login_attempts overdrive_auth_token anonymized autorenew_checkouts primary_contact_method
 patron_attributes guarantor_relationship guarantor_id guarantorid borrowernumber ethnicity ethnotes
-""".split())
+""")
 
 KOHA = IlsFormat(
     name="koha", label="Koha borrowers",
@@ -223,13 +228,13 @@ def _evergreen_attributes(values: Mapping[str, str]) -> dict[str, str]:
 
 _EVERGREEN_STATCATS = tuple(f"statcat_{part}{number}" for number in range(1, 4)
                             for part in ("name", "value"))
-_EVERGREEN_DOCUMENTED = frozenset("""
+_EVERGREEN_DOCUMENTED = _words("""
 cardnumber profile usrname passwd net_access_level family_name first_given_name second_given_name
 pref_first_given_name name_keywords email home_library day_phone evening_phone other_phone dob
 ident_type ident_value active barred juvenile expire_date photo_url guardian guardian_email
 add1_street1 add1_street2 add1_city add1_county add1_state add1_country add1_post_code
 add2_street1 add2_street2 add2_city add2_county add2_state add2_country add2_post_code
-""".split()) | frozenset(_EVERGREEN_STATCATS)
+""") | frozenset(_EVERGREEN_STATCATS)
 
 EVERGREEN = IlsFormat(
     name="evergreen", label="Evergreen patron loader",

@@ -97,10 +97,10 @@ def read_csv(path: Path, *, required: Collection[str], known: Collection[str],
     """The data rows of a whole CSV file (blank lines left out), checked before any row is used.
 
     The file is read as `open_table` reads it (encoding and delimiter detected unless `encoding`
-    is given). Header names are trimmed and matched case-insensitively. A missing `required` column, a column named twice, bytes that are not
-    UTF-8, a quote left open, or an empty file raise ImportFileError naming the line; an error
-    about the header shows the header found, and says when its line holds `;` or a tab (a file
-    saved with the wrong delimiter reads as one column).
+    is given). Header names are trimmed and matched case-insensitively. A missing `required`
+    column, a column named twice, bytes that are no text, a quote left open, or an empty file raise
+    ImportFileError naming the line; an error about the header shows the header found, and says
+    when it holds `;` or a tab although another delimiter was taken.
 
     A column not in `known` is ignored (the ILS's exports carry many), and listed in the file's
     `notes`; so is one in `expected` (a column the system that wrote the file documents, which
@@ -148,8 +148,9 @@ def open_table(path: Path, encoding: str | None = None) -> Iterator[Table]:
     UTF-8 and all of them are Windows-1252 (Excel's "CSV" on Windows), or `encoding` says which of
     `ENCODINGS` it is. A UTF-16 file (a byte-order mark, or NUL bytes throughout; also what a
     spreadsheet's own format looks like) or one with bytes that are neither is refused, naming the
-    line and the byte. (A stray NUL in a value is the row's problem, as any control character.) Delimiter: the one of `DELIMITERS` the header
-    line holds most of, outside quotes (a comma on a tie). Line endings: LF, CRLF or CR alone.
+    line and the byte. (A stray NUL in a value is the row's problem, as any control character.)
+    Delimiter: the one of `DELIMITERS` the header line holds most of, outside quotes (a comma on a
+    tie). Line endings: LF, CRLF or CR alone.
     """
     with path.open("rb") as handle:
         sample = handle.read(_SAMPLE)
