@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 from flask import current_app
 
 from consent_service import runtime
-from consent_service.cli.common import ServiceGroup, run_import
+from consent_service.cli.common import ServiceGroup, progress_bar, run_import
+from consent_service.domain.export_formats import EXPORT_FORMATS
+from consent_service.domain.ils_formats import FORMATS
 from consent_service.domain.tokens import LinkKind
 from consent_service.extensions import db
+from consent_service.services.csv_input import ENCODINGS
 
 patrons = ServiceGroup("patrons", help="Patron records: import from the ILS, show one.")
 consents = ServiceGroup("consents", help="Load historic consent decisions.")
@@ -21,20 +26,46 @@ export = ServiceGroup("export", help="Eligible-contact exports for the marketing
 links = ServiceGroup("links", help="Print signed links for a patron.")
 
 
+_ENCODING = click.option(
+    "--encoding", type=click.Choice(ENCODINGS, case_sensitive=False), default=None,
+    help="The file's encoding (default: UTF-8, or Windows-1252 when the file's bytes say so).")
+
+
 @patrons.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "ils_format", type=click.Choice(["auto", *FORMATS], case_sensitive=False),
+              default="auto", show_default=True,
+              help="Which system wrote the file; auto tells from the header and says which.")
+@_ENCODING
+@click.option("--consent-map", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A TOML file saying which ILS fields are opt-ins (README).")
+@click.option("--consents-as-of", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
+              default=None,
+              help="When the ILS's opt-ins were true (default: now), e.g. the export's date.")
 @click.option("--skip-invalid", is_flag=True, help="Write the good rows and list the bad ones.")
 @click.option("--allow-partial", is_flag=True,
               help="Import even when the header has a column that looks misspelt (it is ignored) "
-                   "or no known column but card_number.")
-def patrons_import(file: Path, skip_invalid: bool, allow_partial: bool) -> None:
-    """Create or update patrons from the ILS's CSV export (by card number). Never changes a consent
-    decision. Atomic unless --skip-invalid: any bad row and nothing is written. Unknown columns are
-    ignored and listed; one that looks like a misspelt known column refuses the file unless
-    --allow-partial."""
+                   "or no known column but the card number.")
+def patrons_import(file: Path, ils_format: str, encoding: str | None, consent_map: Path | None,
+                   consents_as_of: datetime | None, skip_invalid: bool,
+                   allow_partial: bool) -> None:
+    """Create or update patrons from the ILS's CSV export (by card number): our own columns, or
+    Koha's, Evergreen's, Sierra's or Polaris's. Changes a consent decision only through
+    --consent-map. Atomic unless --skip-invalid: any bad row and nothing is written. Unknown
+    columns are ignored and listed; one that looks like a misspelt known column refuses the file
+    unless --allow-partial."""
     from consent_service.services.patron_import import import_patrons
 
-    run_import(import_patrons, file, skip_invalid, allow_partial, "Importing patrons")
+    run_import(import_patrons, file, skip_invalid, allow_partial, "Importing patrons",
+               ils_format=ils_format.lower(), encoding=encoding, consent_map=consent_map,
+               consents_as_of=_aware(consents_as_of))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A date given without a time zone is taken in the library's."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=ZoneInfo(runtime.context().timezone))
 
 
 @patrons.command("show")
@@ -49,16 +80,19 @@ def patrons_show(card: str) -> None:
 
 @consents.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_ENCODING
 @click.option("--skip-invalid", is_flag=True, help="Record the good rows and list the bad ones.")
 @click.option("--allow-partial", is_flag=True,
               help="Import even when the header has a column that looks misspelt (it is ignored).")
-def consents_import(file: Path, skip_invalid: bool, allow_partial: bool) -> None:
+def consents_import(file: Path, encoding: str | None, skip_invalid: bool,
+                    allow_partial: bool) -> None:
     """Record historic decisions (paper forms, a previous system), keeping their time, source and
     actor. Unknown columns are ignored and listed; one that looks like a misspelt known column
     refuses the file unless --allow-partial."""
     from consent_service.services.consent_import import import_consents
 
-    run_import(import_consents, file, skip_invalid, allow_partial, "Importing decisions")
+    run_import(import_consents, file, skip_invalid, allow_partial, "Importing decisions",
+               encoding=encoding)
 
 
 @topics.command("add")
@@ -84,17 +118,24 @@ def topics_add(key: str, name: str, name_es: str | None, sendgrid_group: int | N
               help="Where to write the CSV (default: standard output).")
 @click.option("--excluded", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write every left-out patron with the reason.")
+@click.option("--format", "file_format", type=click.Choice(list(EXPORT_FORMATS), case_sensitive=False),
+              default="generic", show_default=True,
+              help="Whose columns: ours, or a mailing tool's contact import (email purposes).")
 @click.option("--by", "created_by", default="cli", show_default=True, help="Who asked, for the manifest.")
 def export_contacts_command(purpose: str, topic: str | None, output: Path | None,
-                            excluded: Path | None, created_by: str) -> None:
-    """Stream the patrons who may be contacted for a purpose (one row per address for email)."""
-    from consent_service.services.export import export_contacts
+                            excluded: Path | None, file_format: str, created_by: str) -> None:
+    """Stream the patrons who may be contacted for a purpose (one row per address for email), in
+    our columns or a mailing tool's (sendgrid, mailchimp, constant_contact, libraryaware)."""
+    from consent_service.services.export import export_contacts, patrons_to_decide
 
-    manifest = export_contacts(db.session, runtime.context(), purpose=purpose, topic=topic,
-                               output=output, excluded=excluded, created_by=created_by, now=runtime.now(),
-                               chunk_size=current_app.config["EXPORT_CHUNK_SIZE"])
+    with progress_bar(patrons_to_decide(db.session), "Exporting", "patrons") as advance:
+        manifest = export_contacts(
+            db.session, runtime.context(), purpose=purpose, topic=topic, output=output,
+            excluded=excluded, created_by=created_by, now=runtime.now(),
+            chunk_size=current_app.config["EXPORT_CHUNK_SIZE"], file_format=file_format.lower(),
+            on_chunk=advance)
     left_out = ", ".join(f"{k} {v}" for k, v in sorted(manifest.excluded_counts.items())) or "none"
-    click.echo(f"exported {manifest.row_count} row(s); left out: {left_out}; "
+    click.echo(f"exported {manifest.row_count} row(s) as {manifest.format}; left out: {left_out}; "
                f"sha256 {manifest.sha256}; manifest {manifest.id}", err=True)
 
 

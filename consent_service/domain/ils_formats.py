@@ -59,8 +59,10 @@ class IlsFormat:
     required: tuple[str, ...] = ()
 
     def matches(self, header: frozenset[str]) -> int:
-        """How many of the signature's columns the header holds (0: not this format)."""
-        return len(self.signature & header)
+        """How well the header fits: one point per signature column it holds, two more when it
+        holds the format's required (card number) column, which only this format names so."""
+        card = 2 if self.required and set(self.required) <= header else 0
+        return len(self.signature & header) + card
 
 
 def split_attributes(cell: str) -> dict[str, str]:
@@ -357,16 +359,19 @@ FORMATS: dict[str, IlsFormat] = {f.name: f for f in (KOHA, EVERGREEN, SIERRA, PO
 
 
 def detect(header: frozenset[str]) -> IlsFormat:
-    """The format whose signature the header (lower-case names) holds most of; at least two of its
-    columns must be there, and a tie between two formats is refused: guessing wrong would read the
+    """The format the header (lower-case names) fits best (`IlsFormat.matches`): it must hold the
+    format's card number column or two of its signature columns (else the header is taken for
+    ours, the documented one, whose checks name what is missing), and a tie between two formats is
+    refused (Koha and Evergreen both call the card `cardnumber`): guessing wrong would read the
     wrong columns."""
     scored = sorted(((f.matches(header), f.name) for f in FORMATS.values()), reverse=True)
     (best, name), (second, other) = scored[0], scored[1]
-    if best < 2 or best == second:
-        known = ", ".join(FORMATS)
-        hint = f" (it looks like both {name} and {other})" if best >= 2 else ""
+    if best < 2:
+        return GENERIC  # nobody's header: ours is the documented one, and its checks say what is off
+    if best == second:
         raise UnknownFormatError(
-            f"cannot tell which system wrote this file{hint}; pass --format, one of: {known}")
+            f"cannot tell which system wrote this file (it looks like both {name} and {other}); "
+            f"pass --format, one of: {', '.join(FORMATS)}")
     return FORMATS[name]
 
 

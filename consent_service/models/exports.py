@@ -34,6 +34,8 @@ class ExportManifest(db.Model):
     excluded_counts: Mapped[dict[str, int]] = mapped_column(JSON)
     sha256: Mapped[str] = mapped_column(String(64))
     file_name: Mapped[str | None] = mapped_column(String(500))
+    # whose columns the file has: generic, or a mailing tool's (domain/export_formats.py)
+    format: Mapped[str] = mapped_column(String(32), server_default="generic")
 
 
 class ExportedPatron(db.Model):

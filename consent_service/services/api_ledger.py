@@ -70,6 +70,7 @@ class FeedEvent:
     effective: bool
     occurred_at: datetime
     recorded_at: datetime
+    source_detail: str | None = None  # an imported decision's label (the library's, or ILS field)
 
 
 @dataclass(frozen=True)
@@ -169,4 +170,5 @@ def _feed_event(event: ConsentEvent, public_id: str | None) -> FeedEvent:
         scope="address" if event.address_key is not None else "patron",
         purpose=event.purpose, topic=event.topic or None, decision=event.decision,
         source=event.source, actor=event.actor, effective=event.effective,
-        occurred_at=event.occurred_at, recorded_at=event.recorded_at)
+        occurred_at=event.occurred_at, recorded_at=event.recorded_at,
+        source_detail=(event.evidence or {}).get("source_detail"))

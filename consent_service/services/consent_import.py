@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ COLUMNS = ("card_number", "purpose", "topic", "decision", "occurred_at", "source
 REQUIRED = ("card_number", "purpose", "decision", "occurred_at", "actor")
 MULTILINE_COLUMNS = ("note",)  # a note may hold line breaks and tabs, as a staff note may
 ACTORS = (Actor.PATRON, Actor.GUARDIAN, Actor.STAFF)
+SOURCE_LABEL_LIMIT = 64  # a library's own label for where a decision came from
 
 # What makes two events the same decision: patron, purpose, topic, decision, actor, occurred_at.
 _EventKey = tuple[int, str, str, str, str, datetime]
@@ -62,7 +64,8 @@ class _DecisionRow:
 
 def import_consents(session: Session, ctx: ServiceContext, path: Path, *, now: datetime,
                     skip_invalid: bool, allow_partial: bool = False,
-                    on_row: Callable[[], None] | None = None) -> ConsentImportReport:
+                    on_row: Callable[[], None] | None = None,
+                    encoding: str | None = None) -> ConsentImportReport:
     """Record each row's decision through `record_decision`, keeping its time, source and actor.
 
     Every row is checked first (card, purpose, topic, decision, time with offset and not in the
@@ -71,7 +74,13 @@ def import_consents(session: Session, ctx: ServiceContext, path: Path, *, now: d
     are recorded and the bad ones listed. Either way the import commits once, at the end. Every
     value is text `clean_text` allows (a note may hold line breaks); a control character or a bidi
     override rejects its row. A column that looks like a misspelt known one (`notes` for `note`)
-    refuses the file unless `allow_partial` (see `read_csv`).
+    refuses the file unless `allow_partial` (see `read_csv`, which also reads the encodings and
+    delimiters Excel writes).
+
+    `source` is one of ours (`Source`), or the library's own label for where a historic decision
+    came from (`paper_form`, `registration_form`, `website`...): such a row is recorded under
+    source `import` with the label as its `source_detail`, shown wherever the source is, and the
+    report notes each label with its count, so that a mistyped source of ours is seen.
 
     Rows are applied in file order, and since the decision in force is the one that occurred last,
     any order of the same rows gives the same state. Re-running a file records nothing new: a row
@@ -83,7 +92,7 @@ def import_consents(session: Session, ctx: ServiceContext, path: Path, *, now: d
     report = ConsentImportReport()
     tick = on_row or _no_progress
     csv_file = read_csv(path, required=REQUIRED, known=COLUMNS, multiline=MULTILINE_COLUMNS,
-                        allow_partial=allow_partial)
+                        allow_partial=allow_partial, encoding=encoding)
     report.notes.extend(csv_file.notes)
     csv_rows = csv_file.rows
     cards = {row.values.get("card_number", "") for row in csv_rows}
@@ -105,6 +114,11 @@ def import_consents(session: Session, ctx: ServiceContext, path: Path, *, now: d
     for row in rows:
         if row.problems:
             report.reject(row.line, row.problems)
+    labels = Counter(row.request.evidence["source_detail"] for row in rows
+                     if row.request is not None and "source_detail" in row.request.evidence)
+    if labels:
+        report.notes.append("sources kept as the library's own labels under `import`: " + ", ".join(
+            f"{label} ({count})" for label, count in sorted(labels.items())))
     if report.problems and not skip_invalid:
         session.rollback()
         return ConsentImportReport(problems=report.problems, notes=report.notes)
@@ -191,15 +205,15 @@ class _RowChecker:
                 problems.append(problem)
         decision = _one_of(Decision, "decision", values.get("decision", ""), problems_for("decision"))
         occurred_at = self._occurred_at(values.get("occurred_at", ""), problems_for("occurred_at"))
-        source = _one_of(Source, "source", values.get("source", "") or Source.IMPORT.value,
-                         problems_for("source"))
+        source, label = self._source(values.get("source", ""), problems_for("source"))
         actor = _one_of(Actor, "actor", values.get("actor", ""), problems_for("actor"),
                         allowed=ACTORS)
         if (row.refused or problems or patron is None or purpose is None or decision is None
                 or occurred_at is None or source is None or actor is None):
             return _DecisionRow(row.line, problems=problems)
 
-        evidence = {"import_file": self._file_name, "line": str(row.line)}
+        evidence = {"import_file": self._file_name, "line": str(row.line),
+                    **({"source_detail": label} if label else {})}
         if values.get("note"):
             evidence["note"] = values["note"]
         request = DecisionRequest(purpose=purpose.key, topic=topic or None, decision=decision,
@@ -207,6 +221,18 @@ class _RowChecker:
                                   patron=patron, evidence=evidence)
         key = (patron.id, purpose.key, topic, decision.value, actor.value, occurred_at)
         return _DecisionRow(row.line, request, key)
+
+    def _source(self, value: str, problems: list[str]) -> tuple[Source | None, str | None]:
+        """One of our sources (empty: `import`), or `import` with the library's own label."""
+        for source in Source:
+            if source.value == value.lower():
+                return source, None
+        if not value:
+            return Source.IMPORT, None
+        if len(value) > SOURCE_LABEL_LIMIT:
+            problems.append(f"source is longer than {SOURCE_LABEL_LIMIT} characters")
+            return None, None
+        return Source.IMPORT, value
 
     def _purpose(self, key: str, problems: list[str]) -> Purpose | None:
         if not key:

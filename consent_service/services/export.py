@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, insert, null, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, func, insert, null, select, tuple_
 from sqlalchemy.orm import Session
 
+from consent_service.domain.export_formats import EMAIL_FIELDS, ExportFormat, export_format
 from consent_service.domain.ledger import require_aware, resolve
 from consent_service.domain.purposes import Channel, Purpose
 from consent_service.domain.tokens import LinkKind
@@ -28,8 +29,7 @@ from consent_service.services.export_files import (
 )
 from consent_service.services.standing import load_standings
 
-EMAIL_COLUMNS = ("email", "first_name", "last_name", "preferred_language", "patron_id",
-                 "unsubscribe_url", "preferences_url")
+EMAIL_COLUMNS = EMAIL_FIELDS
 CONTACT_COLUMNS = ("patron_id", "first_name", "last_name", "email", "street", "city", "state",
                    "postal_code")
 # The excluded file is for the library's own follow-up, never for a vendor: it names the patron.
@@ -52,6 +52,7 @@ class _Plan:
     topic: str | None
     today: date
     now: datetime
+    format: ExportFormat
 
     @property
     def by_email(self) -> bool:
@@ -98,7 +99,8 @@ class StreamedExport:
 
 def export_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topic: str | None,
                     output: Path | None, excluded: Path | None, created_by: str, now: datetime,
-                    chunk_size: int = 2000) -> ExportManifest:
+                    chunk_size: int = 2000, file_format: str = "generic",
+                    on_chunk: Callable[[int], None] | None = None) -> ExportManifest:
     """Write the patrons who may be contacted for `purpose` (and `topic`) as CSV, list every patron
     left out with the eligibility function's reason, and record a committed manifest with the
     patrons the file contains.
@@ -132,12 +134,15 @@ def export_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topi
       email the address key the row went to, and the decision in force the verdict read), inserted
       a chunk at a time in the manifest's transaction, so an export is recorded whole or not at all.
 
-    The manifest holds the SHA-256 of the bytes written and how many were left out per reason.
+    The manifest holds the SHA-256 of the bytes written, how many were left out per reason, and the
+    file's format (`file_format`, a mailing tool's columns: see `domain/export_formats.py`; the
+    rows are the same people in every format). `on_chunk` is told how many patrons each chunk
+    decided, for a progress bar (their total is `patrons_to_decide`).
 
     :raise UnknownPurposeError: for a purpose that is not in the catalog.
     :raise UnknownTopicError: for a topic on a purpose without topics, or one not configured.
     """
-    plan = _plan(session, ctx, purpose, topic, now)
+    plan = _plan(session, ctx, purpose, topic, now, file_format)
     with ExitStack() as files:
         contacts = DigestingSink(files.enter_context(
             replaced_when_complete(output) if output else standard_output()))
@@ -147,14 +152,17 @@ def export_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topi
             reasons = SpreadsheetSafeWriter(DigestingSink(excluded_file))
             reasons.writerow(EXCLUDED_COLUMNS)
         manifest = _new_manifest(session, plan, created_by, output.name if output else None)
-        for _ in _write(session, ctx, plan, manifest, contacts, reasons, chunk_size):
-            pass  # a database error still leaves no file behind: the files close after this
+        for decided in _write(session, ctx, plan, manifest, contacts, reasons, chunk_size):
+            if on_chunk is not None:  # a database error still leaves no file behind: the files
+                on_chunk(decided)     # close after this loop
+
     session.commit()
     return manifest
 
 
 def stream_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topic: str | None,
-                    created_by: str, now: datetime, chunk_size: int = 2000) -> StreamedExport:
+                    created_by: str, now: datetime, chunk_size: int = 2000,
+                    file_format: str = "generic") -> StreamedExport:
     """The contact file of `export_contacts` (same rules, columns and bytes), produced a chunk of
     patrons at a time for a download, and recorded as an export by `created_by` when the whole file
     is produced: the manifest and the contained patrons are committed before the last bytes are
@@ -163,8 +171,9 @@ def stream_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topi
     :raise UnknownPurposeError: for a purpose that is not in the catalog (before any byte).
     :raise UnknownTopicError: for a topic on a purpose without topics, or one not configured.
     """
-    plan = _plan(session, ctx, purpose, topic, now)
+    plan = _plan(session, ctx, purpose, topic, now, file_format)
     file_name = "-".join(["contacts", plan.purpose.key, *([plan.topic] if plan.topic else []),
+                          *([] if plan.format.name == "generic" else [plan.format.name]),
                           plan.today.isoformat()]) + ".csv"
 
     def chunks() -> Iterator[bytes]:
@@ -183,6 +192,11 @@ def stream_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topi
         yield held + buffer.take()
 
     return StreamedExport(file_name, chunks())
+
+
+def patrons_to_decide(session: Session) -> int:
+    """How many patrons an export decides about (all of them): a progress bar's total."""
+    return session.scalar(select(func.count()).select_from(Patron)) or 0
 
 
 def preview_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topic: str | None,
@@ -208,10 +222,11 @@ def preview_contacts(session: Session, ctx: ServiceContext, *, purpose: str, top
 
 
 def _plan(session: Session, ctx: ServiceContext, purpose: str, topic: str | None,
-          now: datetime) -> _Plan:
+          now: datetime, file_format: str = "generic") -> _Plan:
     chosen = ctx.catalog.get(purpose)
     topic_key = checked_topic(session, chosen.key, chosen.has_topics, topic) or None
-    return _Plan(chosen, topic_key, ctx.today(require_aware(now, "now")), now)
+    written_as = export_format(file_format, by_email=chosen.channel is Channel.EMAIL)
+    return _Plan(chosen, topic_key, ctx.today(require_aware(now, "now")), now, written_as)
 
 
 def _new_manifest(session: Session, plan: _Plan, created_by: str,
@@ -219,7 +234,7 @@ def _new_manifest(session: Session, plan: _Plan, created_by: str,
     """The export's manifest, flushed for its id; `_write` completes it."""
     manifest = ExportManifest(
         created_by=created_by, created_at=plan.now, purpose=plan.purpose.key, topic=plan.topic,
-        row_count=0, excluded_counts={}, sha256="", file_name=file_name,
+        row_count=0, excluded_counts={}, sha256="", file_name=file_name, format=plan.format.name,
     )
     session.add(manifest)
     session.flush()
@@ -228,11 +243,15 @@ def _new_manifest(session: Session, plan: _Plan, created_by: str,
 
 def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportManifest,
            contacts: DigestingSink, reasons: SpreadsheetSafeWriter | None,
-           chunk_size: int) -> Iterator[None]:
+           chunk_size: int) -> Iterator[int]:
     """Write the contact rows (and the left-out patrons to `reasons`), insert the patrons written a
-    chunk at a time (one executemany each), yielding after each chunk; then complete the manifest."""
+    chunk at a time (one executemany each), yielding after each chunk how many patrons it decided;
+    then complete the manifest."""
     rows = SpreadsheetSafeWriter(contacts)
-    rows.writerow(EMAIL_COLUMNS if plan.by_email else CONTACT_COLUMNS)
+    if not plan.by_email:
+        rows.writerow(CONTACT_COLUMNS)
+    elif plan.format.header:
+        rows.writerow(plan.format.header_names)
     left_out: Counter[str] = Counter()
     row_count = 0
     for chunk in _decided(session, plan, chunk_size):
@@ -245,7 +264,7 @@ def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportM
                     reasons.writerow((patron.public_id, patron.card_number, patron.first_name,
                                       patron.last_name, one.reason))
             elif one.written:
-                rows.writerow(_email_row(ctx, patron, plan.topic) if plan.by_email
+                rows.writerow(_email_row(ctx, patron, plan) if plan.by_email
                               else _contact_row(patron))
                 contained.append({
                     "export_id": manifest.id, "patron_id": patron.id,
@@ -255,7 +274,7 @@ def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportM
         if contained:
             session.execute(insert(_EXPORTED), contained)
             row_count += len(contained)
-        yield
+        yield len(chunk)
     manifest.row_count = row_count
     manifest.excluded_counts = dict(sorted(left_out.items()))
     manifest.sha256 = contacts.hexdigest()
@@ -310,16 +329,16 @@ def _pages(session: Session, query: Select[Any], keys: Sequence[ColumnElement[An
         after = tuple(chunk[-1]._mapping[key] for key in keys)
 
 
-def _email_row(ctx: ServiceContext, patron: Row[Any], topic: str | None) -> tuple[str, ...]:
-    return (
-        patron.email,
-        patron.first_name,
-        patron.last_name,
-        patron.preferred_language,
-        patron.public_id,
-        ctx.link(LinkKind.UNSUBSCRIBE, patron.public_id, topic),
-        ctx.link(LinkKind.PREFERENCES, patron.public_id),
-    )
+def _email_row(ctx: ServiceContext, patron: Row[Any], plan: _Plan) -> tuple[str, ...]:
+    return plan.format.row({
+        "email": patron.email,
+        "first_name": patron.first_name,
+        "last_name": patron.last_name,
+        "preferred_language": patron.preferred_language,
+        "patron_id": patron.public_id,
+        "unsubscribe_url": ctx.link(LinkKind.UNSUBSCRIBE, patron.public_id, plan.topic),
+        "preferences_url": ctx.link(LinkKind.PREFERENCES, patron.public_id),
+    })
 
 
 def _contact_row(patron: Row[Any]) -> tuple[str, ...]:

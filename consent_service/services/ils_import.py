@@ -19,7 +19,7 @@ from consent_service.domain.ledger import WHOLE_PURPOSE, Actor, Decision, Source
 from consent_service.domain.purposes import Channel
 from consent_service.models import AddressDecision, ConsentEvent, Patron, PatronDecision
 from consent_service.services.context import ServiceContext
-from consent_service.services.csv_input import CsvRow, open_table, read_csv
+from consent_service.services.csv_input import CsvRow, ImportFileError, open_table, read_csv
 from consent_service.services.decisions import DecisionRequest, checked_topic, record_decision
 
 CHUNK = 500
@@ -56,10 +56,17 @@ def read_patron_file(session: Session, path: Path, *, format_name: str, encoding
     chosen = ils_formats.detect(header) if format_name == "auto" else ils_formats.get(format_name)
     wanted = {rule.field.lower() for rule in rules} & header
     used = [column for column in chosen.used if column in header]
-    csv_file = read_csv(path, required=chosen.required, known=(*chosen.used, *sorted(wanted)),
-                        multiline=MULTILINE, allow_partial=allow_partial, encoding=encoding,
-                        expected=chosen.documented)
     how = "detected from its header" if format_name == "auto" else "as --format says"
+    try:
+        csv_file = read_csv(path, required=chosen.required,
+                            known=(*chosen.used, *sorted(wanted)), multiline=MULTILINE,
+                            allow_partial=allow_partial, encoding=encoding,
+                            expected=chosen.documented)
+    except ImportFileError as exc:
+        if format_name != "auto" or chosen is ils_formats.GENERIC:
+            raise
+        raise ImportFileError(f"{exc} (read as {chosen.label}, {how}; pass --format to say which "
+                              f"system wrote it)") from None
     notes = [f"format {chosen.name} ({chosen.label}), {how}; columns used: {', '.join(used)}",
              *csv_file.notes]
     if not allow_partial and set(used) <= set(chosen.required):

@@ -46,6 +46,7 @@ class InForce:
     source: str
     occurred_at: datetime
     staff: str
+    source_detail: str = ""  # the library's own label, or the ILS field, of an imported decision
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class HistoryLine:
     effective: bool
     staff: str
     note: str
+    source_detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,8 @@ def _in_force(session: Session, patron: Patron) -> list[InForce]:
                                .join(ConsentEvent, ConsentEvent.id == model.event_id)
                                .where(where).order_by(model.purpose, model.topic))
         lines += [InForce(scope, row.purpose, row.topic, row.decision, row.actor, source,
-                          row.occurred_at, _evidence(evidence, "staff"))
+                          row.occurred_at, _evidence(evidence, "staff"),
+                          _evidence(evidence, "source_detail"))
                   for row, source, evidence in rows]
     return lines
 
@@ -213,7 +216,8 @@ def _history(session: Session, patron: Patron,
     lines = [HistoryLine(PATRON_SCOPE if event.patron_id == patron.id else ADDRESS_SCOPE,
                          event.purpose, event.topic, event.decision, event.source, event.actor,
                          event.occurred_at, event.recorded_at, event.effective,
-                         _evidence(event.evidence, "staff"), _evidence(event.evidence, "note"))
+                         _evidence(event.evidence, "staff"), _evidence(event.evidence, "note"),
+                         _evidence(event.evidence, "source_detail"))
              for event in events]
     return lines, total, page, pages
 

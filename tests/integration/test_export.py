@@ -262,7 +262,8 @@ def test_export_to_standard_output_hashes_the_bytes_written(session, runner, mak
     header, row = list(csv.reader(io.StringIO(result.stdout_bytes.decode("utf-8"))))
     assert header == EMAIL_HEADER and row[:2] == ["reader@example.org", "Zoë"]
     assert row[4] == patron.public_id
-    assert f"exported 1 row(s); left out: none; sha256 {manifest.sha256}" in result.stderr
+    assert f"exported 1 row(s) as generic; left out: none; sha256 {manifest.sha256}" in (
+        result.stderr)
     assert manifest.file_name is None
 
 

@@ -334,11 +334,17 @@ def test_a_header_without_card_number_is_refused_showing_the_header_found(runner
 
 
 def test_a_misspelt_card_number_column_is_named_with_the_column_it_looks_like(runner, tmp_path):
-    result = run(runner, write(tmp_path, "CardNumber,first_name", "1001,Ana"))
+    path = write(tmp_path, "CardNumber,first_name", "1001,Ana")
+    result = run(runner, path, "--format", "generic")
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         "Error: patrons.csv: line 1: missing required column(s): card_number "
         "('cardnumber': did you mean 'card_number'?); the header found is 'CardNumber,first_name'")
+    # Koha calls it `cardnumber`: read so by default, and the error says so
+    result = run(runner, path)
+    assert result.exit_code == 1
+    assert "'first_name': did you mean 'firstname'?" in result.output
+    assert "(read as Koha borrowers, detected from its header; pass --format" in result.output
 
 
 @pytest.mark.parametrize(("delimiter", "held"), [(";", "semicolons"), ("\t", "tabs")])

@@ -184,6 +184,9 @@ class FeedEventSchema(Schema):
     topic = fields.String(allow_none=True)
     decision = fields.String()
     source = fields.String()
+    source_detail = fields.String(allow_none=True, metadata={
+        "description": "where the decision came from, in the words of whoever gave it: a "
+                       "library's own label, the ILS field, or the API caller's"})
     actor = fields.String()
     effective = fields.Boolean()
     occurred_at = fields.DateTime()

@@ -44,7 +44,7 @@ def test_events_come_in_recording_order_with_opaque_patron_ids_only(client, key,
     assert page["events"][0] == {
         "id": page["events"][0]["id"], "patron_id": ana.public_id, "scope": "patron",
         "purpose": "photo_video", "topic": None, "decision": "opt_out", "source": "staff_phone",
-        "actor": "staff", "effective": True,
+        "actor": "staff", "effective": True, "source_detail": None,
         "occurred_at": (NOW - timedelta(hours=1)).isoformat(), "recorded_at": NOW.isoformat()}
     assert page["events"][1]["scope"] == "address"
     assert page["has_more"] is False
