@@ -244,8 +244,8 @@ EVERGREEN = IlsFormat(
           "juvenile", "guardian", "guardian_email", "active", "add1_street1", "add1_street2",
           "add1_city", "add1_state", "add1_post_code", *_EVERGREEN_STATCATS),
     documented=_EVERGREEN_DOCUMENTED,
-    signature=frozenset({"family_name", "first_given_name", "juvenile", "dob", "add1_street1",
-                         "add1_post_code", "usrname", "home_library", "guardian"}),
+    signature=frozenset({"cardnumber", "family_name", "first_given_name", "juvenile", "dob",
+                         "add1_street1", "add1_post_code", "usrname", "home_library", "guardian"}),
     read=_read_evergreen, attributes=_evergreen_attributes, required=("cardnumber",))
 
 
