@@ -65,10 +65,12 @@ SHOWN_PROBLEMS = 20  # invalid lines printed; a file beside the input lists them
 
 
 @contextmanager
-def progress_bar(total: int, label: str, unit: str) -> Iterator[Callable[[int], None]]:
+def progress_bar(total: int, label: str, unit: str,
+                 measure: Callable[[], int] | None = None) -> Iterator[Callable[[int], None]]:
     """A progress bar with a rate and an estimate of the time left, on standard error when it is a
     terminal; elsewhere (cron, CI) nothing at all, so that only the final summary is printed. Yields
-    `advance(n)`."""
+    `advance(n)`. The rate is of the bar's steps, or of `measure()` `unit`s when the steps are
+    coarser than what is counted (SendGrid's lists, and the entries read from them)."""
     if not sys.stderr.isatty():
         yield lambda n: None
         return
@@ -76,7 +78,8 @@ def progress_bar(total: int, label: str, unit: str) -> Iterator[Callable[[int], 
 
     def rate(_: object) -> str:
         elapsed = time.monotonic() - started
-        return f"{bar.pos / elapsed:,.0f} {unit}/s" if elapsed > 0 else ""
+        done = measure() if measure is not None else bar.pos
+        return f"{done:,} {unit}, {done / elapsed:,.0f}/s" if elapsed > 0 else ""
 
     bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
                             item_show_func=rate)

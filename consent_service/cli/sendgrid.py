@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from consent_service import runtime
-from consent_service.cli.common import ServiceGroup
+from consent_service.cli.common import ServiceGroup, progress_bar
 from consent_service.extensions import db
 
 sendgrid = ServiceGroup("sendgrid", help="Keep SendGrid and the ledger in step.")
@@ -49,10 +49,19 @@ def sendgrid_sync() -> None:
 def sendgrid_reconcile() -> None:
     """Compare SendGrid's suppression lists with the ledger, record what the ledger missed, push
     what SendGrid missed, and print the drift by kind (none, when run again right after)."""
-    from consent_service.services.sendgrid_reconcile import reconcile_suppressions
+    from consent_service.services.sendgrid_reconcile import READ_STEPS, reconcile_suppressions
 
     client = runtime.suppression_client(read_attempts=5)
-    report = reconcile_suppressions(db.session, runtime.context(), client, now=runtime.now())
+    entries = [0]
+
+    def read(step: str, count: int) -> None:
+        entries[0] += count
+        advance(1)
+
+    with progress_bar(len(READ_STEPS), "Reading SendGrid's lists", "entries",
+                      measure=lambda: entries[0]) as advance:
+        report = reconcile_suppressions(db.session, runtime.context(), client, now=runtime.now(),
+                                        on_read=read)
     for line in report.lines():
         click.echo(line)
     _echo_sync_status(_push_due_suppressions(client))

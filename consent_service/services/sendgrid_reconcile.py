@@ -4,6 +4,7 @@ for what SendGrid missed, and say how far apart the two were."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -102,8 +103,12 @@ class _SendGridState:
     bounces: dict[str, tuple[datetime, str]] = field(default_factory=dict)
 
 
+READ_STEPS = ("group suppressions", "global unsubscribes", "spam reports", "bounces")
+
+
 def reconcile_suppressions(session: Session, ctx: ServiceContext, client: SuppressionClient, *,
-                           now: datetime) -> DriftReport:
+                           now: datetime,
+                           on_read: Callable[[str, int], None] | None = None) -> DriftReport:
     """Bring the ledger and SendGrid back into agreement, and commit; then push the queued jobs.
 
     Reads every group suppression (for the groups mapped to topics), global unsubscribe, spam report
@@ -113,12 +118,15 @@ def reconcile_suppressions(session: Session, ctx: ServiceContext, client: Suppre
     reports also suppress the address, bounces mark it undeliverable. Then every address whose
     SendGrid entries differ from the state in force is queued for a push. Entries we recorded or
     pushed are explained the next time, so a second run finds no drift.
+
+    `on_read` is told when each of SendGrid's lists (`READ_STEPS`) has been read, with how many
+    entries it held, for a progress bar (SendGrid gives no totals before the reading).
     """
     report = DriftReport()
     groups = topic_groups(session)
     topic_of = {group_id: topic for topic, group_id in groups.items()}
     session.commit()  # no transaction stays open while SendGrid is read
-    seen = _read_sendgrid(ctx, client, topic_of, report)
+    seen = _read_sendgrid(ctx, client, topic_of, report, on_read or (lambda step, n: None))
 
     def at(created: datetime) -> datetime:
         return min(created, now)  # SendGrid's clock may run ahead of ours
@@ -155,10 +163,13 @@ def reconcile_suppressions(session: Session, ctx: ServiceContext, client: Suppre
 
 
 def _read_sendgrid(ctx: ServiceContext, client: SuppressionClient, topic_of: dict[int, str],
-                   report: DriftReport) -> _SendGridState:
+                   report: DriftReport, on_read: Callable[[str, int], None]) -> _SendGridState:
     seen = _SendGridState()
+    counted = 0
 
     def address_of(raw: str) -> str | None:
+        nonlocal counted
+        counted += 1
         try:
             email = normalize_email(raw, strict=False)
         except InvalidEmailError:
@@ -168,22 +179,32 @@ def _read_sendgrid(ctx: ServiceContext, client: SuppressionClient, topic_of: dic
         seen.emails.setdefault(address, email)
         return address
 
+    def done(step: str) -> None:
+        nonlocal counted
+        on_read(step, counted)
+        counted = 0
+
     for row in client.group_suppressions():
         if row.group_id not in topic_of:
             report.unmapped_groups[row.group_id or 0] += 1
+            counted += 1
         elif (address := address_of(row.email)) is not None:
             by_group = seen.group_suppressions.setdefault(address, {})
             by_group[row.group_id] = min(row.created, by_group.get(row.group_id, row.created))
+    done(READ_STEPS[0])
     for row in client.global_unsubscribes():
         if (address := address_of(row.email)) is not None:
             seen.global_unsubscribes[address] = row.created
+    done(READ_STEPS[1])
     for row in client.spam_reports():
         if (address := address_of(row.email)) is not None:
             latest = seen.spam_reports.get(address, row.created)
             seen.spam_reports[address] = max(row.created, latest)
+    done(READ_STEPS[2])
     for row in client.bounces():
         if (address := address_of(row.email)) is not None:
             seen.bounces.setdefault(address, (row.created, row.reason))
+    done(READ_STEPS[3])
     return seen
 
 

@@ -3,7 +3,13 @@ with its guardians and its opt-ins (through a consent map); and the files Excel 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
+import re
 import shutil
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -354,3 +360,32 @@ def test_no_progress_bar_when_not_on_a_terminal(runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Importing patrons" not in result.output
     assert result.output.splitlines()[-1] == "created 1, updated 0, unchanged 0, rejected 0"
+
+
+def test_a_terminal_gets_a_progress_bar_with_a_rate_and_the_summary_after_it(tmp_path):
+    """Run as an operator does, standard error on a real (pseudo-)terminal."""
+    flask = Path(sys.executable).with_name("flask")
+    env = {**os.environ, "CONSENT_DATABASE_URL": f"sqlite:///{tmp_path / 'tty.sqlite3'}",
+           "CONSENT_MAIL_FILE_DIR": str(tmp_path / "mail"), "COLUMNS": "120"}
+    env.pop("CONSENT_ENV", None)
+    subprocess.run([str(flask), "--app", "consent_service", "db", "upgrade"], cwd=tmp_path,
+                   env=env, capture_output=True, check=True)
+    controller, terminal = pty.openpty()
+    try:
+        ran = subprocess.run(
+            [str(flask), "--app", "consent_service", "patrons", "import",
+             str(sample(tmp_path, "polaris.csv"))],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=terminal, text=True,
+            timeout=120)
+        os.close(terminal)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the terminal's other end is closed
+            while chunk := os.read(controller, 4096):
+                shown += chunk
+    finally:
+        os.close(controller)
+    assert ran.returncode == 0
+    screen = shown.decode(errors="replace")
+    assert "Importing patrons" in screen
+    assert re.search(r"3/3 .*rows, [\d,]+/s", screen), screen
+    assert ran.stdout.strip().splitlines()[-1] == "created 3, updated 0, unchanged 0, rejected 0"
