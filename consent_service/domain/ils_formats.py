@@ -126,6 +126,11 @@ def _lines(*parts: str) -> str:
     return "\n".join(part.strip() for part in parts if part and part.strip())
 
 
+def _renamed(values: Mapping[str, str], pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Our columns from theirs, for the (theirs, ours) pairs the row holds."""
+    return {ours: values[theirs] for theirs, ours in pairs if theirs in values}
+
+
 def _birth(values: Mapping[str, str], column: str, *, us: bool, out: dict[str, str],
            problems: list[str]) -> None:
     if column in values:
@@ -137,14 +142,11 @@ def _birth(values: Mapping[str, str], column: str, *, us: bool, out: dict[str, s
 # --- Koha ----------------------------------------------------------------------------------------
 
 def _read_koha(values: Mapping[str, str]) -> ReadRow:
-    out: dict[str, str] = {}
     problems: list[str] = []
-    for theirs, ours in (("cardnumber", "card_number"), ("firstname", "first_name"),
+    out = _renamed(values, (("cardnumber", "card_number"), ("firstname", "first_name"),
                          ("surname", "last_name"), ("email", "email"), ("city", "city"),
                          ("state", "state"), ("zipcode", "postal_code"),
-                         ("borrowernumber", "ils_id")):
-        if theirs in values:
-            out[ours] = values[theirs]
+                         ("borrowernumber", "ils_id")))
     if "address" in values:
         street = " ".join(part for part in (values.get("streetnumber", "").strip(),
                                             values.get("streettype", "").strip(),
@@ -193,14 +195,11 @@ KOHA = IlsFormat(
 # --- Evergreen -----------------------------------------------------------------------------------
 
 def _read_evergreen(values: Mapping[str, str]) -> ReadRow:
-    out: dict[str, str] = {}
     problems: list[str] = []
     notes: list[str] = []
-    for theirs, ours in (("cardnumber", "card_number"), ("family_name", "last_name"),
+    out = _renamed(values, (("cardnumber", "card_number"), ("family_name", "last_name"),
                          ("email", "email"), ("add1_city", "city"), ("add1_state", "state"),
-                         ("add1_post_code", "postal_code"), ("guardian_email", "guardian_email")):
-        if theirs in values:
-            out[ours] = values[theirs]
+                         ("add1_post_code", "postal_code"), ("guardian_email", "guardian_email")))
     if "first_given_name" in values or "pref_first_given_name" in values:
         # the name the patron asked to be called by, when the record has one
         out["first_name"] = (values.get("pref_first_given_name", "").strip()
@@ -255,12 +254,9 @@ _CITY_LINE = re.compile(r"(?P<city>.+?),?\s+(?P<state>[A-Za-z]{2})\.?\s+(?P<zip>
 
 
 def _read_sierra(values: Mapping[str, str]) -> ReadRow:
-    out: dict[str, str] = {}
     problems: list[str] = []
     notes: list[str] = []
-    for theirs, ours in (("p barcode", "card_number"), ("record #(patron)", "ils_id")):
-        if theirs in values:
-            out[ours] = values[theirs]
+    out = _renamed(values, (("p barcode", "card_number"), ("record #(patron)", "ils_id")))
     if "patrn name" in values:
         last, _, first = values["patrn name"].partition(",")
         out["last_name"], out["first_name"] = last.strip(), first.strip()
@@ -310,14 +306,11 @@ SIERRA = IlsFormat(
 # --- Polaris -------------------------------------------------------------------------------------
 
 def _read_polaris(values: Mapping[str, str]) -> ReadRow:
-    out: dict[str, str] = {}
     problems: list[str] = []
-    for theirs, ours in (("barcode", "card_number"), ("namefirst", "first_name"),
+    out = _renamed(values, (("barcode", "card_number"), ("namefirst", "first_name"),
                          ("namelast", "last_name"), ("emailaddress", "email"), ("city", "city"),
                          ("state", "state"), ("postalcode", "postal_code"),
-                         ("patronid", "ils_id")):
-        if theirs in values:
-            out[ours] = values[theirs]
+                         ("patronid", "ils_id")))
     if "streetone" in values:
         out["street"] = _lines(values["streetone"], values.get("streettwo", ""))
     if "languageid" in values:
