@@ -144,9 +144,9 @@ def _birth(values: Mapping[str, str], column: str, *, us: bool, out: dict[str, s
 def _read_koha(values: Mapping[str, str]) -> ReadRow:
     problems: list[str] = []
     out = _renamed(values, (("cardnumber", "card_number"), ("firstname", "first_name"),
-                         ("surname", "last_name"), ("email", "email"), ("city", "city"),
-                         ("state", "state"), ("zipcode", "postal_code"),
-                         ("borrowernumber", "ils_id")))
+                            ("surname", "last_name"), ("email", "email"), ("city", "city"),
+                            ("state", "state"), ("zipcode", "postal_code"),
+                            ("borrowernumber", "ils_id")))
     if "address" in values:
         street = " ".join(part for part in (values.get("streetnumber", "").strip(),
                                             values.get("streettype", "").strip(),
@@ -198,8 +198,8 @@ def _read_evergreen(values: Mapping[str, str]) -> ReadRow:
     problems: list[str] = []
     notes: list[str] = []
     out = _renamed(values, (("cardnumber", "card_number"), ("family_name", "last_name"),
-                         ("email", "email"), ("add1_city", "city"), ("add1_state", "state"),
-                         ("add1_post_code", "postal_code"), ("guardian_email", "guardian_email")))
+                            ("email", "email"), ("add1_city", "city"), ("add1_state", "state"),
+                            ("add1_post_code", "postal_code"), ("guardian_email", "guardian_email")))
     if "first_given_name" in values or "pref_first_given_name" in values:
         # the name the patron asked to be called by, when the record has one
         out["first_name"] = (values.get("pref_first_given_name", "").strip()
@@ -308,9 +308,9 @@ SIERRA = IlsFormat(
 def _read_polaris(values: Mapping[str, str]) -> ReadRow:
     problems: list[str] = []
     out = _renamed(values, (("barcode", "card_number"), ("namefirst", "first_name"),
-                         ("namelast", "last_name"), ("emailaddress", "email"), ("city", "city"),
-                         ("state", "state"), ("postalcode", "postal_code"),
-                         ("patronid", "ils_id")))
+                            ("namelast", "last_name"), ("emailaddress", "email"), ("city", "city"),
+                            ("state", "state"), ("postalcode", "postal_code"),
+                            ("patronid", "ils_id")))
     if "streetone" in values:
         out["street"] = _lines(values["streetone"], values.get("streettwo", ""))
     if "languageid" in values:
