@@ -208,6 +208,26 @@ def _encoding(path: Path, handle: BinaryIO, sample: bytes, asked: str | None) ->
     return "windows-1252"
 
 
+def decode_text(data: bytes, what: str) -> str:
+    """Uploaded bytes as text, read as files are (`open_table`): UTF-8 with or without a byte-order
+    mark, else Windows-1252; ImportFileError naming `what` when they are neither (or UTF-16)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+            data.count(b"\x00") * 10 > len(data)):
+        raise ImportFileError(f"{what} is not CSV text (UTF-16, or a spreadsheet's own format?); "
+                              f"save it as \"CSV UTF-8\"")
+    for encoding in ("utf-8-sig", "windows-1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise ImportFileError(f"{what} is neither UTF-8 nor Windows-1252 text; save it as \"CSV UTF-8\"")
+
+
+def sniff_delimiter(line: str) -> str:
+    """The delimiter a header line holds most of, outside quotes (see `open_table`)."""
+    return _delimiter(line)
+
+
 def _first_line(sample: bytes, encoding: str) -> str:
     text = sample.decode(encoding, errors="replace").removeprefix("\ufeff")
     for line in text.splitlines():

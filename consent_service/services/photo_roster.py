@@ -18,6 +18,7 @@ from consent_service.domain.text import UnsafeTextError, clean_text
 from consent_service.models import Patron
 from consent_service.services.access_log import Access, log_access
 from consent_service.services.context import ServiceContext
+from consent_service.services.csv_input import sniff_delimiter
 from consent_service.services.standing import load_standings
 
 ROSTER_LIMIT = 2000  # card numbers in one roster: far more than any event's sign-in sheet
@@ -56,7 +57,8 @@ class Roster:
 
 def read_card_numbers(*texts: str) -> list[str]:
     """The card numbers in pasted text and uploaded files, once each, in the order given: a text
-    whose first line names a `card_number` column is a CSV and gives that column; any other text
+    whose first line names a `card_number` column is a CSV (commas, semicolons or tabs, as
+    `open_table` reads) and gives that column; any other text
     is card numbers separated by line breaks, commas, semicolons or spaces.
 
     :raise RosterError: for a control character, or more than ROSTER_LIMIT card numbers.
@@ -77,12 +79,14 @@ def _cells(text: str) -> list[str]:
     except UnsafeTextError as error:
         raise RosterError(str(error)) from None
     lines = text.splitlines()
-    header = [cell.strip().lower() for cell in next(csv.reader(lines[:1]), [])]
+    delimiter = sniff_delimiter(lines[0]) if lines else ","
+    header = [cell.strip().lower()
+              for cell in next(csv.reader(lines[:1], delimiter=delimiter), [])]
     if CARD_COLUMN not in header:
         return _SEPARATORS.split(text)
     column = header.index(CARD_COLUMN)
     return [row[column] if column < len(row) else ""
-            for row in csv.reader(io.StringIO("\n".join(lines[1:])))]
+            for row in csv.reader(io.StringIO("\n".join(lines[1:])), delimiter=delimiter)]
 
 
 def check_roster(session: Session, ctx: ServiceContext, cards: list[str], *, staff_id: int,

@@ -22,6 +22,7 @@ from consent_service.domain.ledger import STAFF_SOURCES, Decision, Source
 from consent_service.domain.purposes import PATRON_PURPOSES, VENDOR_PURPOSES
 from consent_service.domain.staff import Permission
 from consent_service.extensions import db
+from consent_service.services.csv_input import decode_text
 from consent_service.services.guardians.staff import close_family_task, family_tasks
 from consent_service.services.patron_record import open_patron_record
 from consent_service.services.photo_roster import check_roster, read_card_numbers
@@ -256,7 +257,4 @@ def _uploaded_text() -> str:
     data = upload.stream.read(ROSTER_FILE_LIMIT + 1)
     if len(data) > ROSTER_FILE_LIMIT:
         raise UploadError(f"the file is larger than {ROSTER_FILE_LIMIT // 1024} KiB")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise UploadError("the file is not text in UTF-8 (save the sheet as CSV UTF-8)") from None
+    return decode_text(data, "the file")

@@ -96,10 +96,21 @@ def test_an_uploaded_sheet_with_a_card_number_column_is_read(client, session, ev
     assert "2 card numbers checked: 0 may be photographed, 2 may not, 0 unknown." in text
 
 
+def test_a_sheet_excel_saved_with_semicolons_in_windows_1252_is_read(client, session,
+                                                                     event_sheet):
+    _, token = signed_in(client, session, "staff")
+    sheet = "Nombre;Card_Number;Firmó\r\nAna;21000001;10:02\r\nMaya;21000003;10:05\r\n"
+    response = roster(client, token, cards="",
+                      file=(io.BytesIO(sheet.encode("windows-1252")), "sign-in.csv"))
+    text = main_text(response.text)
+    assert "2 card numbers checked: 0 may be photographed, 2 may not, 0 unknown." in text
+
+
 @pytest.mark.parametrize(("data", "line"), [
     ({"cards": " \n , "}, "Enter or upload at least one card number."),
     ({"cards": "", "file": (io.BytesIO("21000001\n".encode("utf-16")), "sheet.txt")},
-     "The file is not text in UTF-8 (save the sheet as CSV UTF-8)."),
+     "The file is not CSV text (UTF-16, or a spreadsheet's own format?); save it as "
+     "\"CSV UTF-8\"."),
     ({"cards": "21000001\x00"},
      "The list of card numbers contains a character that is not allowed: U+0000 (control character)."),
 ])
