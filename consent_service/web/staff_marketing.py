@@ -13,7 +13,8 @@ from flask_login import current_user
 
 from consent_service import runtime
 from consent_service.domain.eligibility import Reason
-from consent_service.domain.purposes import UnknownPurposeError
+from consent_service.domain.export_formats import UnknownExportFormatError
+from consent_service.domain.purposes import Channel, UnknownPurposeError
 from consent_service.domain.staff import Permission
 from consent_service.extensions import db
 from consent_service.services.decisions import UnknownTopicError
@@ -43,6 +44,16 @@ REASON_WORDS: dict[str, str] = {
     Reason.OPTED_OUT: "Said no (opted out)",
     Reason.GUARDIAN_CONSENT_REQUIRED: "Child without a guardian's consent",
     Reason.NOT_OPTED_IN: "Has not said yes (an opt-in purpose)",
+}
+
+
+# The mailing tools a download can be shaped for (domain/export_formats.py), as staff know them.
+FORMAT_WORDS = {
+    "generic": "This service's columns",
+    "mailchimp": "Mailchimp",
+    "constant_contact": "Constant Contact",
+    "sendgrid": "SendGrid Marketing Campaigns",
+    "libraryaware": "LibraryAware",
 }
 
 
@@ -88,6 +99,8 @@ def exports() -> ResponseReturnValue:
         preview=preview, left_out_reasons=_in_check_order(preview.left_out) if preview else [],
         movement=movement, **charts, exports=recent_exports(db.session),
         purpose_labels={p.key: p.label for p in ctx.catalog}, reason_words=REASON_WORDS,
+        format_words=FORMAT_WORDS if preview is not None and ctx.catalog.get(
+            preview.purpose).channel is Channel.EMAIL else {},
         source_words=SOURCE_WORDS, local_time=_local_time)
     return page, 400 if error else 200
 
@@ -96,13 +109,15 @@ def exports() -> ResponseReturnValue:
 @staff_required(Permission.EXPORT_CONTACTS)
 def download() -> ResponseReturnValue:
     """The contact CSV, streamed as it is written (the same rules and columns as `export
-    contacts`), and recorded as an export by the signed-in member."""
+    contacts`, in the mailing tool's columns chosen), and recorded as an export by the signed-in
+    member."""
     purpose, topic = _chosen()
     try:
         streamed = stream_contacts(db.session, runtime.context(), purpose=purpose, topic=topic,
                                    created_by=current_user.email, now=runtime.now(),
-                                   chunk_size=current_app.config["EXPORT_CHUNK_SIZE"])
-    except (UnknownPurposeError, UnknownTopicError):
+                                   chunk_size=current_app.config["EXPORT_CHUNK_SIZE"],
+                                   file_format=request.form.get("format", "generic"))
+    except (UnknownPurposeError, UnknownTopicError, UnknownExportFormatError):
         abort(400)
     return Response(stream_with_context(streamed.chunks), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{streamed.file_name}"'})

@@ -53,10 +53,10 @@ def signed_in_as(client, session, role):
     return f"{role}@library.example.org"
 
 
-def download(client, purpose, topic=""):
+def download(client, purpose, topic="", **extra):
     page = client.get(f"{PAGE}?purpose={purpose}&topic={topic}")
     return client.post(DOWNLOAD, data={"csrf_token": csrf_token(page.text), "purpose": purpose,
-                                       "topic": topic})
+                                       "topic": topic, **extra})
 
 
 def streamed_download(client, purpose, *, read_chunks=None):
@@ -143,7 +143,7 @@ def test_the_page_counts_eligible_and_left_out_patrons_by_reason_in_words(
     assert ("Email about programs, services and events: 2 rows in the file, 3 eligible patrons, "
             "4 left out.") in text
     assert "1 eligible patron shares an address with someone in the file." in text
-    table = text.split("Left out, by reason Reason Patrons ")[1].split(" Download the CSV")[0]
+    table = text.split("Left out, by reason Reason Patrons ")[1].split(" Columns for")[0]
     assert table == ("Card inactive 1 No email address 1 Said no (opted out) 1 "
                      "Child without a guardian's consent 1")
     svg = page.text.split('<svg class="chart"')[1].split("</svg>")[0]
@@ -253,6 +253,21 @@ def test_a_download_for_an_unknown_purpose_is_refused(client, session):
     signed_in_as(client, session, "marketing")
     assert download(client, "nope").status_code == 400
     assert session.scalars(select(ExportManifest)).all() == []
+
+
+def test_an_email_list_downloads_in_the_mailing_tool_chosen(client, session, make_patron):
+    signed_in_as(client, session, "marketing")
+    make_patron(email="reader@example.org", first_name="Ana")
+    page = client.get(f"{PAGE}?purpose=email_marketing").text
+    assert '<option value="mailchimp">Mailchimp</option>' in page
+    assert 'name="format"' not in client.get(f"{PAGE}?purpose={CONTACT_UPDATE}").text
+    response = download(client, "email_marketing", format="mailchimp")
+    assert response.status_code == 200
+    assert response.text.splitlines()[0].startswith("Email Address,First Name,Last Name,")
+    session.expire_all()
+    assert session.scalars(select(ExportManifest.format)).all() == ["mailchimp"]
+    assert download(client, CONTACT_UPDATE, format="mailchimp").status_code == 400
+    assert download(client, "email_marketing", format="excel").status_code == 400
 
 
 # --- past exports and withdrawals ---------------------------------------------------------------
