@@ -74,7 +74,13 @@ class Buffer:
 @contextmanager
 def replaced_when_complete(target: Path) -> Iterator[IO[bytes]]:
     """A temporary file beside `target`, moved onto it when the block completes and removed if it
-    fails."""
+    fails. A target that exists and is not a regular file (`/dev/null`, a named pipe, a terminal)
+    is written in place: moving a file onto it would replace the device itself (as root, `/dev/null`
+    would become a plain file for every program on the machine)."""
+    if target.exists() and not target.is_file():
+        with target.open("wb") as stream:
+            yield stream
+        return
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, before the move
         dir=target.parent, prefix=f".{target.name}.", suffix=".partial", delete=False)
     try:

@@ -4,6 +4,8 @@ expects, with formula cells neutralised and the format in the manifest."""
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from datetime import timedelta
 
 import pytest
@@ -106,3 +108,14 @@ def test_a_download_in_a_tools_format_names_the_format_and_writes_the_same_bytes
     body = b"".join(streamed.chunks).decode()
     assert streamed.file_name == "contacts-email_marketing-mailchimp-2026-06-01.csv"
     assert body.splitlines()[0] == ",".join(DOCUMENTED["mailchimp"])
+
+
+def test_an_export_to_dev_null_writes_into_the_device_and_leaves_it_a_device(runner, session,
+                                                                             people):
+    """A move onto /dev/null (the temporary file's way into place) would replace the device
+    itself, for every program on the machine, when run as root."""
+    result = runner.invoke(args=["export", "contacts", "--purpose", "email_marketing", "--output",
+                                 os.devnull, "--excluded", os.devnull])
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert session.scalars(select(ExportManifest)).one().row_count == 2
