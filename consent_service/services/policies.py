@@ -103,7 +103,7 @@ def policy_lines(session: Session) -> list[PolicyLine]:
     """Every policy version, latest effective first, with how many patrons were told of it."""
     told = {version_id: count for version_id, count in session.execute(
         select(PolicyNotice.policy_version_id, func.count()).group_by(
-            PolicyNotice.policy_version_id)).tuples()}
+            PolicyNotice.policy_version_id))}
     return [PolicyLine(p.version, p.effective_at, p.material, p.summary, p.created_at,
                        told.get(p.id, 0))
             for p in session.scalars(select(PolicyVersion).order_by(
