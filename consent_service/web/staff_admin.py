@@ -30,17 +30,17 @@ from consent_service.domain import ConsentServiceError
 from consent_service.domain.staff import Permission, Role
 from consent_service.extensions import db
 from consent_service.services.access_log import read_access_log
-from consent_service.services.policies import (
-    SUMMARY_LIMIT,
-    parse_effective,
-    policy_lines,
-    publish_policy,
-)
 from consent_service.services.api_keys import (
     Scope,
     create_api_key,
     list_api_keys,
     revoke_api_key,
+)
+from consent_service.services.policies import (
+    SUMMARY_LIMIT,
+    parse_effective,
+    policy_lines,
+    publish_policy,
 )
 from consent_service.services.staff_admin import (
     create_account,
@@ -49,8 +49,8 @@ from consent_service.services.staff_admin import (
     topic_lines,
 )
 from consent_service.services.topics import add_topic
-from consent_service.web.staff import staff_page, staff_required
 from consent_service.web.forms import SafeText
+from consent_service.web.staff import staff_page, staff_required
 from consent_service.web.staff_words import first_error, sentence, use_in
 
 bp = Blueprint("staff_admin", __name__, url_prefix="/staff")
