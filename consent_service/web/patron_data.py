@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from flask import Response, render_template
-from flask_babel import lazy_gettext
+from flask_babel import format_datetime, lazy_gettext
 
 from consent_service.domain.ledger import Actor, Source
 from consent_service.domain.purposes import PurposeKey
@@ -52,13 +53,18 @@ def words(table: dict[Any, Any], key: str | None) -> str:
     return str(table.get(key, key or ""))
 
 
+def when(iso: str | None) -> str:
+    """An ISO time from the data, as the page's language writes a date and time."""
+    return format_datetime(datetime.fromisoformat(iso), "medium") if iso else "—"
+
+
 def data_page(data: dict[str, Any], *, title: str, json_url: str,
               receipt_url: Callable[[str], str], back_url: str) -> str:
     """The readable page of `data` (services.patron_data.patron_data)."""
     return render_template("public/data.html", data=data, title=title, json_url=json_url,
                            receipt_url=receipt_url, back_url=back_url, words=words,
                            purposes=PURPOSE_WORDS, sources=SOURCE_WORDS, actors=ACTOR_WORDS,
-                           not_yours=NOT_YOURS)
+                           not_yours=NOT_YOURS, when=when)
 
 
 def json_download(value: dict[str, Any], filename: str) -> Response:
