@@ -5,7 +5,6 @@ links only, no caching, rate-limited."""
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import date, timedelta
 from pathlib import Path
