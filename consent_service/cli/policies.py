@@ -36,17 +36,21 @@ def read_summary(file: Path) -> str:
 @click.option("--summary", "summary_file", required=True,
               type=click.Path(path_type=Path, dir_okay=False),
               help="A UTF-8 text file: what changed, in a few lines (shown to patrons).")
+@click.option("--summary-es", "summary_es_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="The same in Spanish (optional; Spanish readers see the English otherwise).")
 @click.option("--material", is_flag=True,
               help="A material change: to be announced by email with `policy notify`.")
-def policy_publish(version: str, effective: str, summary_file: Path, material: bool) -> None:
+def policy_publish(version: str, effective: str, summary_file: Path, summary_es_file: Path | None,
+                   material: bool) -> None:
     """Publish a policy version: every decision made from its effective time records it."""
     from consent_service.services.policies import parse_effective, publish_policy
 
     now = runtime.now()
     summary = read_summary(summary_file)
+    summaries = {"es": read_summary(summary_es_file)} if summary_es_file else None
     effective_at = parse_effective(effective, runtime.context(), now=now)
     published = publish_policy(db.session, version=version, effective_at=effective_at,
-                               summary=summary, material=material, now=now)
+                               summary=summary, summaries=summaries, material=material, now=now)
     kind = "a material change: announce it with `policy notify " + published.version + "`" \
         if published.material else "not material: no notice is sent"
     click.echo(f"policy {published.version} published, in force from "

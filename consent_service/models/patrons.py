@@ -104,7 +104,9 @@ class PolicyVersion(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[str] = mapped_column(String(32), unique=True)
     effective_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    summary: Mapped[str] = mapped_column(Text, default="")
+    summary: Mapped[str] = mapped_column(Text, default="")  # what changed, in English
+    # what changed in another language, e.g. {"es": …}; the English summary stands in otherwise
+    summaries: Mapped[dict[str, str] | None] = mapped_column(JSON)
     material: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

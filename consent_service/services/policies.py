@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -36,6 +36,7 @@ class PolicyLine:
     effective_at: datetime
     material: bool
     summary: str
+    summary_es: str
     created_at: datetime
     notices: int  # patrons told of it so far
 
@@ -66,13 +67,15 @@ def parse_effective(text: str, ctx: ServiceContext, *, now: datetime) -> datetim
 
 
 def publish_policy(session: Session, *, version: str, effective_at: datetime, summary: str,
-                   material: bool, now: datetime) -> PolicyVersion:
+                   material: bool, now: datetime,
+                   summaries: Mapping[str, str] | None = None) -> PolicyVersion:
     """Add a policy version and commit. From `effective_at` every decision records it.
 
     Rules: a version name is 1-32 letters, digits, `.`, `_` or `-`, used once; the summary (what
-    changed, shown on the preference center and in the notice) is 1-5000 characters of clean text;
-    the effective time is not in the past and is after the latest version's (no back-dating, see
-    domain.policies.check_effective).
+    changed, shown on the preference center and in the notice) is 1-5000 characters of clean text,
+    and so is each of `summaries` (language -> the summary in it, e.g. `es`; an empty one is left
+    out); the effective time is not in the past and is after the latest version's (no back-dating,
+    see domain.policies.check_effective).
 
     :raise PolicyError: naming what is wrong; nothing is written.
     """
@@ -82,21 +85,37 @@ def publish_policy(session: Session, *, version: str, effective_at: datetime, su
                           f"letter or digit, not {version!r}")
     if session.scalar(select(PolicyVersion.id).where(PolicyVersion.version == version)):
         raise PolicyError(f"policy version {version!r} exists already")
-    try:
-        summary = clean_text((summary or "").strip(), field="the summary", multiline=True)
-    except UnsafeTextError as exc:
-        raise PolicyError(str(exc)) from None
-    if not summary:
-        raise PolicyError("the summary is empty; say in a few lines what changed")
-    if len(summary) > SUMMARY_LIMIT:
-        raise PolicyError(f"the summary is {len(summary)} characters; keep it to {SUMMARY_LIMIT}")
+    summary = _summary(summary, "the summary")
+    translated = {language: _summary(text, f"the summary in {language!r}")
+                  for language, text in (summaries or {}).items() if (text or "").strip()}
+    unknown = sorted(set(translated) - set(LANGUAGES))
+    if unknown:
+        raise PolicyError(f"a summary can be in {', '.join(LANGUAGES)}, not {unknown[0]!r}")
     latest = session.scalar(select(func.max(PolicyVersion.effective_at)))
     check_effective(effective_at, latest=latest, now=now)
     policy = PolicyVersion(version=version, effective_at=effective_at, summary=summary,
-                           material=material, created_at=now)
+                           summaries=translated or None, material=material, created_at=now)
     session.add(policy)
     session.commit()
     return policy
+
+
+def _summary(text: str, what: str) -> str:
+    try:
+        cleaned = clean_text((text or "").strip().replace("\r\n", "\n"), field=what,
+                             multiline=True)
+    except UnsafeTextError as exc:
+        raise PolicyError(str(exc)) from None
+    if not cleaned:
+        raise PolicyError(f"{what} is empty; say in a few lines what changed")
+    if len(cleaned) > SUMMARY_LIMIT:
+        raise PolicyError(f"{what} is {len(cleaned)} characters; keep it to {SUMMARY_LIMIT}")
+    return cleaned
+
+
+def summary_in(policy: PolicyVersion, language: str) -> str:
+    """What changed, in `language` when the version has it, else in English."""
+    return (policy.summaries or {}).get(language) or policy.summary
 
 
 def policy_lines(session: Session) -> list[PolicyLine]:
@@ -104,8 +123,8 @@ def policy_lines(session: Session) -> list[PolicyLine]:
     told = {version_id: count for version_id, count in session.execute(
         select(PolicyNotice.policy_version_id, func.count()).group_by(
             PolicyNotice.policy_version_id))}
-    return [PolicyLine(p.version, p.effective_at, p.material, p.summary, p.created_at,
-                       told.get(p.id, 0))
+    return [PolicyLine(p.version, p.effective_at, p.material, p.summary,
+                       (p.summaries or {}).get("es", ""), p.created_at, told.get(p.id, 0))
             for p in session.scalars(select(PolicyVersion).order_by(
                 PolicyVersion.effective_at.desc()))]
 
@@ -188,7 +207,7 @@ def notify_policy(session: Session, ctx: ServiceContext, version: str, *, now: d
     today = ctx.today(now)
     run = NoticeRun(policy.version)
     effective_day = policy.effective_at.astimezone(ZoneInfo(ctx.timezone)).date()
-    contexts = {language: {"version": policy.version, "summary": policy.summary,
+    contexts = {language: {"version": policy.version, "summary": summary_in(policy, language),
                            "effective_date": format_date(effective_day, "long", locale=language),
                            "in_force": policy.effective_at <= now,
                            "policy_url": ctx.guardians.policy_url}

@@ -112,6 +112,10 @@ class PolicyForm(FlaskForm):
                             validators=[InputRequired("Say what changed."),
                                         Length(max=SUMMARY_LIMIT), SafeText(multiline=True)],
                             render_kw={"rows": 6})
+    summary_es = TextAreaField("The same in Spanish (optional; Spanish readers see the English "
+                               "otherwise)",
+                               validators=[Length(max=SUMMARY_LIMIT), SafeText(multiline=True)],
+                               render_kw={"rows": 6})
     material = BooleanField("A material change: announce it by email (`flask policy notify`)")
 
 
@@ -131,7 +135,8 @@ def policies() -> ResponseReturnValue:
                 published = publish_policy(
                     db.session, version=form.version.data or "",
                     effective_at=parse_effective(form.effective.data.isoformat(), ctx, now=now),
-                    summary=form.summary.data or "", material=bool(form.material.data), now=now)
+                    summary=form.summary.data or "", summaries={"es": form.summary_es.data or ""},
+                    material=bool(form.material.data), now=now)
             except ConsentServiceError as error_:
                 db.session.rollback()
                 error = sentence(error_)

@@ -2,6 +2,8 @@
 
 One row per (policy version, patron) told of a material change, written in the transaction that
 queues the notice, so that `policy notify` stopped halfway and run again writes only to the rest.
+A policy version's summary in other languages (`summaries`, e.g. {"es": ...}), for the preference
+center and the notice in the patron's language.
 
 Revision ID: 2df1696d3439
 Revises: 5c0ffee7d1d5
@@ -18,6 +20,8 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table('policy_versions', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('summaries', sa.JSON(), nullable=True))
     op.create_table('policy_notices',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('policy_version_id', sa.Integer(), nullable=False),
@@ -40,3 +44,5 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_policy_notices_patron_id'))
 
     op.drop_table('policy_notices')
+    with op.batch_alter_table('policy_versions', schema=None) as batch_op:
+        batch_op.drop_column('summaries')

@@ -192,12 +192,27 @@ def test_the_preference_center_shows_the_version_in_force_what_changed_and_what_
 def test_the_preference_center_shows_the_policy_in_spanish(client, session, ctx, make_patron,
                                                            runner, tmp_path, clock):
     clock.at = NOW - timedelta(days=40)
-    assert publish(runner, tmp_path, "2026-05", "2026-04-22").exit_code == 0
+    spanish = summary_file(tmp_path, "Guardamos las direcciones IP 90 días.", "es.txt")
+    assert publish(runner, tmp_path, "2026-05", "2026-04-22", "--summary-es",
+                   str(spanish)).exit_code == 0
     clock.at = NOW
     patron = make_patron(preferred_language="es")
     html = client.get(f"/preferences/{link_token(ctx, LinkKind.PREFERENCES, patron)}").text
-    assert "Versión 2026-05, vigente desde el 22 de abril de 2026." in main_text(html)
+    assert ("Versión 2026-05, vigente desde el 22 de abril de 2026. Qué cambió: Guardamos las "
+            "direcciones IP 90 días.") in main_text(html)
     assert 'href="https://library.example.org/privacy">Lea la política completa</a>' in html
+    english = make_patron(preferred_language="en")
+    html = client.get(f"/preferences/{link_token(ctx, LinkKind.PREFERENCES, english)}").text
+    assert "What changed: We now keep truncated IP addresses for 90 days." in main_text(html)
+
+
+def test_a_spanish_summary_that_cannot_be_stored_is_refused(runner, session, tmp_path):
+    bad = summary_file(tmp_path, "a\x00b", "es.txt")
+    result = publish(runner, tmp_path, "2026-07", "2026-07-01", "--summary-es", str(bad))
+    assert result.exit_code == 1
+    assert result.output == ("Error: the summary in 'es' contains a character that is not "
+                             "allowed: U+0000 (control character)\n")
+    assert versions(session) == []
 
 
 # The admin page
@@ -221,6 +236,14 @@ def test_an_admin_publishes_a_version_on_the_page_and_sees_it_listed(client, ses
     assert "2026-07 2026-07-01" in text and "yes 0 Shorter IP keeping. No more vendor B." in text
     assert versions(session) == [("2026-07", datetime(2026, 7, 1, 6, 0, tzinfo=UTC), True,
                                   "Shorter IP keeping.\nNo more vendor B.")]
+    assert session.scalar(select(PolicyVersion.summaries)) is None  # no Spanish given
+
+
+def test_the_admin_page_keeps_a_spanish_summary(client, session):
+    _, token = signed_in(client, session, "admin")
+    assert post_policy(client, token, summary_es="IP: 90 días.").status_code == 302
+    assert session.scalar(select(PolicyVersion.summaries)) == {"es": "IP: 90 días."}
+    assert "IP: 90 días." in client.get("/staff/admin/policies").text
 
 
 @pytest.mark.parametrize(("fields", "line"), [

@@ -42,6 +42,7 @@ def app(app_factory, clock):
 def policy(session):
     version = PolicyVersion(version="2026-07", effective_at=NOW + timedelta(days=30),
                             summary="We keep truncated IP addresses for 90 days, not a year.",
+                            summaries={"es": "Guardamos las direcciones IP 90 días, no un año."},
                             material=True, created_at=NOW)
     session.add(version)
     session.commit()
@@ -116,6 +117,7 @@ def test_a_notice_is_in_the_patrons_language_and_says_what_changes(runner, sessi
 
     assert spanish.subject == "Nuestra política de privacidad cambia el 1 de julio de 2026"
     assert "Hola, Sol:" in spanish.text_body
+    assert "Guardamos las direcciones IP 90 días, no un año." in spanish.text_body
     assert english.subject == "Our privacy policy changes on July 1, 2026"
     assert "Hello Ana," in english.text_body
     assert "We keep truncated IP addresses for 90 days, not a year." in english.text_body
