@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import click
 
 from consent_service.domain import ConsentServiceError
+from consent_service.domain.policies import PolicyError, parse_rate
 from consent_service.domain.purposes import PurposeKey
 
 # Two example vendors, so the guardian pages and mail show what a real list looks like.
@@ -236,4 +237,8 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None) -> dict[str,
     if production:  # the session cookie (CSRF token, chosen language) travels only over https
         config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True)
     check_production(config)
+    try:  # a typo is found when the service starts, not when a notice run is due
+        parse_rate(config["POLICY_NOTICE_RATE"])
+    except PolicyError as exc:
+        raise UnsafeConfigError(f"CONSENT_POLICY_NOTICE_RATE: {exc}") from None
     return config

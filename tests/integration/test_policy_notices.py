@@ -216,6 +216,16 @@ def test_the_rate_setting_is_the_default(app, runner, session, town, policy):
     assert due == [0, 0.5, 1, 1.5, 2]
 
 
+def test_a_rate_setting_that_is_not_a_rate_stops_the_service_from_starting(tmp_path):
+    from consent_service import create_app
+    from consent_service.config import UnsafeConfigError
+    from tests.conftest import app_config
+
+    with pytest.raises(UnsafeConfigError, match="^CONSENT_POLICY_NOTICE_RATE: a notice rate is "
+                                                "like '10/second' or '300/minute', not 'lots'$"):
+        create_app(app_config(tmp_path, POLICY_NOTICE_RATE="lots"))
+
+
 def test_a_run_killed_with_sigkill_and_run_again_tells_each_patron_exactly_once(
         app_factory, tmp_path):
     """The real thing: `flask policy notify` in its own process, killed with SIGKILL midway
