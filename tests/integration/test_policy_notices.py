@@ -221,9 +221,10 @@ def test_a_rate_setting_that_is_not_a_rate_stops_the_service_from_starting(tmp_p
     from consent_service.config import UnsafeConfigError
     from tests.conftest import app_config
 
-    with pytest.raises(UnsafeConfigError, match="^CONSENT_POLICY_NOTICE_RATE: a notice rate is "
-                                                "like '10/second' or '300/minute', not 'lots'$"):
+    with pytest.raises(UnsafeConfigError) as refused:
         create_app(app_config(tmp_path, POLICY_NOTICE_RATE="lots"))
+    assert str(refused.value) == ("CONSENT_POLICY_NOTICE_RATE: a notice rate is like "
+                                  "'10/second' or '300/minute', not 'lots'")
 
 
 def test_a_run_killed_with_sigkill_and_run_again_tells_each_patron_exactly_once(
