@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import click
 
 from consent_service.domain import ConsentServiceError
+from consent_service.domain.policies import PolicyError, parse_rate
 from consent_service.domain.purposes import PurposeKey
 
 # Two example vendors, so the guardian pages and mail show what a real list looks like.
@@ -59,6 +60,11 @@ _ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "GUARDIAN_VENDOR_METHOD": ("GUARDIAN_VENDOR_METHOD", str),
     "VENDORS": ("VENDORS", str),
     "POLICY_URL": ("POLICY_URL", str),
+    "POLICY_NOTICE_RATE": ("POLICY_NOTICE_RATE", str),
+    "LIBRARY_EMAIL": ("LIBRARY_EMAIL", str),
+    "LIBRARY_PHONE": ("LIBRARY_PHONE", str),
+    "JURISDICTION": ("JURISDICTION", str),
+    "DATA_DOWNLOAD_LIMIT_PER_CLIENT": ("DATA_DOWNLOAD_LIMIT_PER_CLIENT", str),
     "STAFF_SESSION_HOURS": ("STAFF_SESSION_HOURS", int),
     "STAFF_LOCKOUT_FAILURES": ("STAFF_LOCKOUT_FAILURES", int),
     "STAFF_LOCKOUT_MINUTES": ("STAFF_LOCKOUT_MINUTES", int),
@@ -125,6 +131,14 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "GUARDIAN_VENDOR_METHOD": "separate_tick",
         "VENDORS": DEMO_VENDORS,
         "POLICY_URL": "https://library.example.org/privacy",
+        # how fast the outbox may send a policy-change notice to everyone (see README)
+        "POLICY_NOTICE_RATE": "300/minute",
+        # the library as the controller named in consent receipts (Kantara CR v1.1 piiControllers)
+        "LIBRARY_EMAIL": "privacy@library.example.org",
+        "LIBRARY_PHONE": "",
+        "JURISDICTION": "US-CO",
+        # a patron's data download and consent receipts, per client
+        "DATA_DOWNLOAD_LIMIT_PER_CLIENT": "60 per hour",
         # staff pages: a login lasts this long; this many wrong passwords in a row lock the account
         # for this many minutes; login attempts are also rate-limited per client
         "STAFF_SESSION_HOURS": 8,
@@ -223,4 +237,8 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None) -> dict[str,
     if production:  # the session cookie (CSRF token, chosen language) travels only over https
         config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True)
     check_production(config)
+    try:  # a typo is found when the service starts, not when a notice run is due
+        parse_rate(config["POLICY_NOTICE_RATE"])
+    except PolicyError as exc:
+        raise UnsafeConfigError(f"CONSENT_POLICY_NOTICE_RATE: {exc}") from None
     return config

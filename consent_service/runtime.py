@@ -35,6 +35,9 @@ def context(app: Flask | None = None) -> ServiceContext:
             library_name=config["LIBRARY_NAME"],
             library_postal_address=config["LIBRARY_POSTAL_ADDRESS"],
             mail_from=config["MAIL_FROM"],
+            library_email=config["LIBRARY_EMAIL"],
+            library_phone=config["LIBRARY_PHONE"],
+            jurisdiction=config["JURISDICTION"],
             guardians=GuardianSettings.from_config(config),
         )
         app.extensions["consent_service"] = ctx

@@ -26,6 +26,7 @@ class Permission(StrEnum):
     MANAGE_STAFF = "manage_staff"
     MANAGE_TOPICS = "manage_topics"
     MANAGE_API_KEYS = "manage_api_keys"
+    MANAGE_POLICIES = "manage_policies"  # publish policy versions
     READ_ACCESS_LOG = "read_access_log"
 
 

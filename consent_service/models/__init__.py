@@ -25,6 +25,7 @@ from consent_service.models.patrons import (
     GuardianLink,
     GuardianRequest,
     Patron,
+    PolicyNotice,
     PolicyVersion,
     Topic,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Patron",
     "PatronAccess",
     "PatronDecision",
+    "PolicyNotice",
     "PolicyVersion",
     "RateLimitCounter",
     "SendGridEventReceipt",

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from consent_service.extensions import db
 from consent_service.models.columns import (
+    BigId,
     UTCDateTime,
     new_guardian_link_id,
     new_guardian_request_id,
@@ -98,14 +99,39 @@ class Topic(db.Model):
 
 
 class PolicyVersion(db.Model):
+    """A version of the library's privacy policy: from `effective_at` every decision made records
+    it (services/decisions.py); `material` changes are announced by email (services/policies.py)."""
+
     __tablename__ = "policy_versions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[str] = mapped_column(String(32), unique=True)
     effective_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    summary: Mapped[str] = mapped_column(Text, default="")
+    summary: Mapped[str] = mapped_column(Text, default="")  # what changed, in English
+    # what changed in another language, e.g. {"es": …}; the English summary stands in otherwise
+    summaries: Mapped[dict[str, str] | None] = mapped_column(JSON)
     material: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PolicyNotice(db.Model):
+    """A policy-change notice queued for a patron: one per (version, patron), written in the same
+    transaction as the queued message, so that a notice run stopped at any point and run again
+    writes only to the rest. The message row may later be gone or its address cleared; this row
+    stays as the record that the patron was told."""
+
+    __tablename__ = "policy_notices"
+    __table_args__ = (
+        UniqueConstraint("policy_version_id", "patron_id",
+                         name="uq_policy_notices_policy_version_id_patron_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    policy_version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
+    patron_id: Mapped[int] = mapped_column(ForeignKey("patrons.id", ondelete="CASCADE"), index=True)
+    outbox_message_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("outbox_messages.id", ondelete="SET NULL"))
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class GuardianRequest(db.Model):

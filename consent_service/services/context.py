@@ -24,6 +24,9 @@ class ServiceContext:
     library_name: str = "Example County Library"
     library_postal_address: str = "Example County Library, 100 Main St, Castle Rock, CO 80104"
     mail_from: str = "Library <library@example.org>"
+    library_email: str = "privacy@library.example.org"  # named in consent receipts
+    library_phone: str = ""
+    jurisdiction: str = "US-CO"  # the law a consent receipt is given under
     guardians: GuardianSettings = field(default_factory=GuardianSettings)
 
     def address_key(self, normalized_email: str) -> str:

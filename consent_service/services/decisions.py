@@ -27,11 +27,11 @@ from consent_service.models import (
     ConsentEvent,
     Patron,
     PatronDecision,
-    PolicyVersion,
     SuppressionSyncJob,
     Topic,
 )
 from consent_service.services.context import ServiceContext
+from consent_service.services.policies import policy_in_force
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -228,7 +228,7 @@ def _ineffective_twin_exists(session: Session, request: DecisionRequest, patron:
 
 
 def _policy_in_force(session: Session, at: datetime) -> int | None:
-    return session.scalar(
-        select(PolicyVersion.id).where(PolicyVersion.effective_at <= at)
-        .order_by(PolicyVersion.effective_at.desc()).limit(1)
-    )
+    """The id of the policy version in force when the decision was made (its `occurred_at`, so a
+    historic import or a late SendGrid event records the words in force then)."""
+    policy = policy_in_force(session, at)
+    return policy.id if policy is not None else None

@@ -23,10 +23,11 @@ from consent_service.domain.purposes import (
 )
 from consent_service.domain.tokens import LinkKind
 from consent_service.mail.compose import MessageCategory
-from consent_service.models import ConsentEvent, Patron, Topic
+from consent_service.models import ConsentEvent, Patron, PolicyVersion, Topic
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.outgoing_mail import queue_email
+from consent_service.services.policies import next_policy, policy_in_force
 from consent_service.services.standing import Standing, load_standings
 from consent_service.services.topics import topic_names
 
@@ -74,6 +75,8 @@ class Preferences:
     masked_email: str | None
     rows: list[PreferenceRow]
     gpc: GpcStatus | None
+    policy: PolicyVersion | None = None  # the privacy policy in force today
+    upcoming: PolicyVersion | None = None  # the next version, published to take effect later
 
 
 Describe = Callable[[Sequence[PreferenceRow]], list[dict[str, str]]]
@@ -84,7 +87,8 @@ def load_preferences(session: Session, ctx: ServiceContext, patron: Patron, *,
     """What the patron decides here: all library email and each email topic (when we have an email
     address for them), postal mail, photos and video, and the two kinds of vendor sharing. The
     purposes only a guardian decides (a child's online services and programs, a minor's card) are
-    left to the guardian's page."""
+    left to the guardian's page. Also the privacy policy in force (and the next version, when
+    one is published), with what changed."""
     today = ctx.today(now)
     return Preferences(
         patron=patron,
@@ -92,6 +96,8 @@ def load_preferences(session: Session, ctx: ServiceContext, patron: Patron, *,
         masked_email=mask_email(patron.email) if patron.email else None,
         rows=_rows(session, ctx, patron, today),
         gpc=_gpc_status(session, patron),
+        policy=policy_in_force(session, now),
+        upcoming=next_policy(session, now),
     )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, render_template, request, url_for
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 from flask_babel import format_date, lazy_gettext
@@ -29,7 +29,7 @@ from consent_service.domain.guardians import (
 from consent_service.domain.ledger import Actor, Decision
 from consent_service.domain.purposes import VENDOR_PURPOSES, PurposeKey
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims
-from consent_service.extensions import db
+from consent_service.extensions import db, limiter
 from consent_service.services.context import ServiceContext
 from consent_service.services.guardians.choices import (
     TYPED_NAME_LIMIT,
@@ -47,13 +47,16 @@ from consent_service.services.guardians.consent_request import (
 from consent_service.services.guardians.family import (
     FAMILY_REQUEST_KINDS,
     change_family_decisions,
+    family_child,
     family_children,
     open_family_link,
     request_child_data,
 )
+from consent_service.services.patron_data import ReceiptNotFoundError, patron_data, patron_receipt
 from consent_service.services.topics import name_in
 from consent_service.web.forms import SafeText
 from consent_service.web.i18n import current_language, set_switch_path, use_patron_language
+from consent_service.web.patron_data import data_page, json_download
 
 bp = Blueprint("guardians", __name__)
 
@@ -263,9 +266,9 @@ def guardian_request(token: str) -> ResponseReturnValue:
 @bp.route("/family/<token>", methods=["GET", "POST"])
 def family(token: str) -> ResponseReturnValue:
     """GET: every child linked to this guardian, their decisions in force, a form per child to
-    change or withdraw them, and requests for a child's data or its erasure. POST (`action`
-    decide, download or erasure, and the `child`'s public id): records the change or files the
-    request, then shows the page with what was done. A child who is not this guardian's is refused
+    change or withdraw them, a link to each child's data, and a request for a child's erasure.
+    POST (`action` decide or erasure, and the `child`'s public id): records the change or files
+    the request, then shows the page with what was done. A child who is not this guardian's is refused
     with 404 and nothing is recorded.
 
     :raise 400: for an unknown action.
@@ -312,4 +315,66 @@ def family(token: str) -> ResponseReturnValue:
                             guardian_decides=False), shown=_shown(rows)))
     return render_template("guardians/family.html", family=opened, children=children,
                            saved=saved, asked=asked, vendors=_vendors(ctx),
-                           policy_url=ctx.guardians.policy_url)
+                           policy_url=ctx.guardians.policy_url, token=token)
+
+
+def _download_limit() -> str:
+    return str(current_app.config["DATA_DOWNLOAD_LIMIT_PER_CLIENT"])
+
+
+def _open_child(token: str, child: str) -> tuple[ServiceContext, Any, Any]:
+    """The family link's context, the verified family and the child of theirs, or 404."""
+    ctx = runtime.context()
+    opened = open_family_link(db.session, ctx, token, now=runtime.now())
+    try:
+        return ctx, opened, family_child(db.session, opened, child)
+    except NotYourChildError:
+        abort(404)
+
+
+@bp.get("/family/<token>/children/<child>/data")
+@limiter.limit(_download_limit)
+def child_data(token: str, child: str) -> ResponseReturnValue:
+    """Everything the service holds about one of the guardian's children, as a readable page with
+    a JSON download and the child's consent receipts (services.patron_data: nothing about anyone
+    else, the guardian's own evidence included). Reads only.
+
+    :raise 404: for a child not linked to this guardian.
+    """
+    ctx, opened, patron = _open_child(token, child)
+    use_patron_language(opened.language)
+    set_switch_path(url_for("guardians.child_data", token=token, child=child))
+    return data_page(
+        patron_data(db.session, ctx, patron, now=runtime.now()),
+        title=_("%(child)s's data", child=_first_name(patron.first_name)),
+        json_url=url_for("guardians.child_data_json", token=token, child=child),
+        receipt_url=lambda receipt: url_for("guardians.child_receipt", token=token, child=child,
+                                            receipt=receipt),
+        back_url=url_for("guardians.family", token=token))
+
+
+@bp.get("/family/<token>/children/<child>/data.json")
+@limiter.limit(_download_limit)
+def child_data_json(token: str, child: str) -> ResponseReturnValue:
+    """The same as a JSON file (an attachment).
+
+    :raise 404: for a child not linked to this guardian.
+    """
+    ctx, _opened, patron = _open_child(token, child)
+    return json_download(patron_data(db.session, ctx, patron, now=runtime.now()),
+                         f"library-data-{patron.public_id}.json")
+
+
+@bp.get("/family/<token>/children/<child>/receipts/<receipt>.json")
+@limiter.limit(_download_limit)
+def child_receipt(token: str, child: str, receipt: str) -> ResponseReturnValue:
+    """The consent receipt of one event on the child's record, as a JSON file.
+
+    :raise 404: for a child not linked to this guardian, or an event not on the child's record.
+    """
+    ctx, _opened, patron = _open_child(token, child)
+    try:
+        found = patron_receipt(db.session, ctx, patron, receipt, now=runtime.now())
+    except ReceiptNotFoundError:
+        abort(404)
+    return json_download(found, f"consent-receipt-{receipt}.json")

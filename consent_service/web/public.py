@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, render_template, request, url_for
+from flask import Blueprint, abort, current_app, jsonify, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import force_locale, format_date, lazy_gettext
 from flask_babel import gettext as _
@@ -27,6 +27,7 @@ from consent_service.domain.purposes import Channel, PurposeKey
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims, LinkKind
 from consent_service.extensions import csrf, db, limiter
 from consent_service.services.links import open_link
+from consent_service.services.patron_data import ReceiptNotFoundError, patron_data, patron_receipt
 from consent_service.services.preferences import (
     EMAIL_ROW,
     Describe,
@@ -46,6 +47,7 @@ from consent_service.services.unsubscribe import (
 )
 from consent_service.web.forms import SafeText
 from consent_service.web.i18n import current_language, set_switch_path, use_patron_language
+from consent_service.web.patron_data import data_page, json_download
 
 bp = Blueprint("public", __name__)
 
@@ -225,6 +227,7 @@ def preferences(token: str) -> ResponseReturnValue:
         "public/preferences.html", prefs=prefs, form=form, rows=_row_views(prefs, form),
         changes=[_change_text(row) for row in changes] if changes is not None else None,
         gpc_signal=gpc, invalid=status == 400, shown=shown,
+        policy_url=ctx.guardians.policy_url, data_url=url_for("public.my_data", token=token),
     ), status
 
 
@@ -246,6 +249,53 @@ def _posted_shown() -> dict[str, Decision] | None:
         if value in (Decision.OPT_IN.value, Decision.OPT_OUT.value):
             shown[key] = Decision(value)
     return shown
+
+
+def _download_limit() -> str:
+    return str(current_app.config["DATA_DOWNLOAD_LIMIT_PER_CLIENT"])
+
+
+@bp.get("/preferences/<token>/data")
+@limiter.limit(_download_limit)
+def my_data(token: str) -> ResponseReturnValue:
+    """Everything the service holds about the patron, as a readable page (services.patron_data
+    says what is theirs and what is left out), with a JSON download and a consent receipt for
+    each decision of theirs. Reads only."""
+    ctx, now = runtime.context(), runtime.now()
+    patron, _claims = open_link(db.session, ctx, LinkKind.PREFERENCES, token, now=now)
+    use_patron_language(patron.preferred_language)
+    set_switch_path(url_for("public.my_data", token=token))
+    return data_page(
+        patron_data(db.session, ctx, patron, now=now), title=_("Your data"),
+        json_url=url_for("public.my_data_json", token=token),
+        receipt_url=lambda receipt: url_for("public.my_receipt", token=token, receipt=receipt),
+        back_url=url_for("public.preferences", token=token))
+
+
+@bp.get("/preferences/<token>/data.json")
+@limiter.limit(_download_limit)
+def my_data_json(token: str) -> ResponseReturnValue:
+    """The same as a JSON file (an attachment)."""
+    ctx, now = runtime.context(), runtime.now()
+    patron, _claims = open_link(db.session, ctx, LinkKind.PREFERENCES, token, now=now)
+    return json_download(patron_data(db.session, ctx, patron, now=now),
+                         f"library-data-{patron.public_id}.json")
+
+
+@bp.get("/preferences/<token>/receipts/<receipt>.json")
+@limiter.limit(_download_limit)
+def my_receipt(token: str, receipt: str) -> ResponseReturnValue:
+    """The consent receipt (Kantara CR v1.1) of one of the patron's own decisions, as a JSON file.
+
+    :raise 404: for a receipt id that is not one of this patron's events.
+    """
+    ctx, now = runtime.context(), runtime.now()
+    patron, _claims = open_link(db.session, ctx, LinkKind.PREFERENCES, token, now=now)
+    try:
+        found = patron_receipt(db.session, ctx, patron, receipt, now=now)
+    except ReceiptNotFoundError:
+        abort(404)
+    return json_download(found, f"consent-receipt-{receipt}.json")
 
 
 @bp.route("/preferences", methods=["GET", "POST"])

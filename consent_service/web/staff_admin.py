@@ -1,4 +1,5 @@
-"""Admin pages: the access log (who viewed which patron), staff accounts, email topics, API keys.
+"""Admin pages: the access log (who viewed which patron), staff accounts, email topics, API keys,
+policy versions.
 
 Every view asks `staff_required` for its permission (domain.staff); a form post that cannot be
 done answers 400 with one line and changes nothing.
@@ -11,12 +12,15 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
+    DateField,
     EmailField,
     IntegerField,
     SelectChoice,
     SelectField,
     SelectMultipleField,
     StringField,
+    TextAreaField,
 )
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
@@ -32,6 +36,12 @@ from consent_service.services.api_keys import (
     list_api_keys,
     revoke_api_key,
 )
+from consent_service.services.policies import (
+    SUMMARY_LIMIT,
+    parse_effective,
+    policy_lines,
+    publish_policy,
+)
 from consent_service.services.staff_admin import (
     create_account,
     deactivate_account,
@@ -39,6 +49,7 @@ from consent_service.services.staff_admin import (
     topic_lines,
 )
 from consent_service.services.topics import add_topic
+from consent_service.web.forms import SafeText
 from consent_service.web.staff import staff_page, staff_required
 from consent_service.web.staff_words import first_error, sentence, use_in
 
@@ -50,6 +61,7 @@ staff_page("staff_admin.access_log", "Access log: who viewed which patron",
 staff_page("staff_admin.accounts", "Staff accounts", Permission.MANAGE_STAFF)
 staff_page("staff_admin.topics", "Email topics", Permission.MANAGE_TOPICS)
 staff_page("staff_admin.api_keys", "API keys for other systems", Permission.MANAGE_API_KEYS)
+staff_page("staff_admin.policies", "Privacy policy versions", Permission.MANAGE_POLICIES)
 
 _ROLE_WORDS = {Role.ADMIN: "admin: accounts, topics, API keys, the access log, and all staff pages",
                Role.STAFF: "staff: patrons, decisions, guardians' requests, photo roster",
@@ -88,6 +100,54 @@ class ApiKeyForm(FlaskForm):
         "Scopes", choices=[SelectChoice(scope.value, _SCOPE_WORDS[scope]) for scope in Scope],
         validators=[InputRequired("Choose at least one scope.")],
         widget=ListWidget(prefix_label=False), option_widget=CheckboxInput())
+
+
+class PolicyForm(FlaskForm):
+    version = StringField("Version (e.g. 2027-01; letters, digits, '.', '_' and '-')",
+                          validators=[InputRequired("Enter the version's name."),
+                                      Length(max=32)])
+    effective = DateField("In force from (the start of that day; today means now)",
+                          validators=[InputRequired("Enter the date it takes effect.")])
+    summary = TextAreaField("What changed, in a few lines (patrons see it)",
+                            validators=[InputRequired("Say what changed."),
+                                        Length(max=SUMMARY_LIMIT), SafeText(multiline=True)],
+                            render_kw={"rows": 6})
+    summary_es = TextAreaField("The same in Spanish (optional; Spanish readers see the English "
+                               "otherwise)",
+                               validators=[Length(max=SUMMARY_LIMIT), SafeText(multiline=True)],
+                               render_kw={"rows": 6})
+    material = BooleanField("A material change: announce it by email (`flask policy notify`)")
+
+
+@bp.route("/admin/policies", methods=["GET", "POST"])
+@staff_required(Permission.MANAGE_POLICIES)
+def policies() -> ResponseReturnValue:
+    """Policy versions, latest first; POST publishes one (as `flask policy publish`): not in the
+    past, after the latest version, a summary of what changed."""
+    form = PolicyForm()
+    error = None
+    if request.method == "POST":
+        if not form.validate():
+            error = first_error(form)
+        else:
+            ctx, now = runtime.context(), runtime.now()
+            try:
+                published = publish_policy(
+                    db.session, version=form.version.data or "",
+                    effective_at=parse_effective(form.effective.data.isoformat(), ctx, now=now),
+                    summary=form.summary.data or "", summaries={"es": form.summary_es.data or ""},
+                    material=bool(form.material.data), now=now)
+            except ConsentServiceError as error_:
+                db.session.rollback()
+                error = sentence(error_)
+            else:
+                flash(f"Policy {published.version} is published, in force from "
+                      f"{published.effective_at.date().isoformat()}."
+                      + (f" Announce it with `flask policy notify {published.version}`."
+                         if published.material else ""), "success")
+                return redirect(url_for(".policies"))
+    return render_template("staff/admin/policies.html", form=form,
+                           policies=policy_lines(db.session), error=error), 400 if error else 200
 
 
 @bp.get("/access-log")

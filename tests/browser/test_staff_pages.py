@@ -173,5 +173,17 @@ def test_admin_pages_pass_axe(site, browser: Browser, new_context, check_page):
     check_page(page, "staff-api-keys")
 
     page.goto(f"{site.url}/staff/")
+    page.get_by_role("link", name="Privacy policy versions").click()
+    page.get_by_label("Version (e.g. 2027-01").fill("2026-07")
+    page.get_by_label("In force from").fill("2026-07-01")
+    page.get_by_label("What changed").fill("Shorter IP keeping.\nOne vendor fewer.")
+    page.get_by_label("A material change").check()
+    page.get_by_role("button", name="Publish the version").click()
+    expect(page.get_by_role("status")).to_contain_text("Policy 2026-07 is published, in force "
+                                                       "from 2026-07-01.")
+    expect(page.get_by_role("table")).to_contain_text("Shorter IP keeping.")
+    check_page(page, "staff-policies")
+
+    page.goto(f"{site.url}/staff/")
     page.get_by_role("link", name="Guardians' requests for a child's data").click()
     check_page(page, "staff-guardian-tasks")

@@ -29,6 +29,13 @@ def test_the_guardian_pages_order_and_explain_every_purpose():
     assert sorted(guardian_pages._PURPOSE_TEXT) == ALL
 
 
+def test_a_persons_data_page_and_consent_receipts_name_every_purpose():
+    from consent_service.domain.receipts import PII_CATEGORIES, PURPOSE_CATEGORIES
+    from consent_service.web.patron_data import PURPOSE_WORDS
+
+    assert sorted(PURPOSE_WORDS) == sorted(PURPOSE_CATEGORIES) == sorted(PII_CATEGORIES) == ALL
+
+
 def test_the_preference_center_shows_and_explains_every_purpose_a_patron_decides(
         client, ctx, make_patron):
     patron = make_patron(card="21000002", email="reader@example.org")

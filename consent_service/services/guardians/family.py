@@ -1,5 +1,5 @@
-"""The family page: every child linked to a guardian, changing their decisions, asking for a
-child's data or its erasure."""
+"""The family page: every child linked to a guardian, changing their decisions, a child's data
+(downloaded at once, services.patron_data), asking for a child's erasure."""
 
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ from consent_service.services.guardians.choices import (
 )
 from consent_service.services.guardians.notices import guardian_address, mark_answered, queue_confirmation
 
-FAMILY_REQUEST_KINDS = ("download", "erasure")
+# What a guardian asks staff for from the family page. A child's data is no longer a request: the
+# guardian downloads it at once (`family_child` + services.patron_data); older `download` tasks
+# stay in the table and on the staff page until done.
+FAMILY_REQUEST_KINDS = ("erasure",)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,14 @@ def family_children(session: Session, ctx: ServiceContext, family: Family, *,
     return [child_choices(session, ctx, child, now=now) for child in children]
 
 
+def family_child(session: Session, family: Family, child_public_id: str) -> Patron:
+    """The child with this public id, when linked to the family's guardian.
+
+    :raise NotYourChildError: for any other patron, or none.
+    """
+    return _family_child(session, family, child_public_id)[0]
+
+
 def _family_child(session: Session, family: Family,
                   child_public_id: str) -> tuple[Patron, GuardianLink]:
     for link in family.links:
@@ -116,14 +127,14 @@ def change_family_decisions(session: Session, ctx: ServiceContext, family: Famil
 def request_child_data(session: Session, ctx: ServiceContext, family: Family,
                        child_public_id: str, kind: str, *, now: datetime
                        ) -> tuple[Patron, FamilyRequest, bool]:
-    """Ask staff for a child's data (`download`) or its erasure (`erasure`): an open task, one per
-    child and kind (asking again while one is open adds nothing). Returns the child, the task and
+    """Ask staff for a child's erasure (`erasure`): an open task, one per child and kind (asking
+    again while one is open adds nothing). Returns the child, the task and
     whether it is new; commits.
 
     :raise NotYourChildError: for a child not linked to this guardian; nothing is created.
     """
     if kind not in FAMILY_REQUEST_KINDS:
-        raise GuardianError(f"a request is for a download or an erasure, not {kind!r}")
+        raise GuardianError(f"a request is for an erasure, not {kind!r}")
     child, link = _family_child(session, family, child_public_id)
     existing = session.scalar(select(FamilyRequest).where(
         FamilyRequest.child_id == child.id, FamilyRequest.kind == kind,

@@ -450,7 +450,7 @@ def test_a_family_page_opened_before_another_guardians_change_does_not_undo_it(
     assert decided == [("postal_marketing", "opt_in"), ("photo_video", "opt_out")]
 
 
-@pytest.mark.parametrize("action", ["decide", "download", "erasure"])
+@pytest.mark.parametrize("action", ["decide", "erasure"])
 def test_a_guardian_cannot_see_or_change_another_familys_child(client, session, family, action):
     before = ledger_count(session)
 
@@ -463,27 +463,30 @@ def test_a_guardian_cannot_see_or_change_another_familys_child(client, session, 
     assert family_post(client, family["token"], "p_no-such-child", action).status_code == 404
 
 
-def test_an_unknown_action_on_the_family_page_is_refused(client, session, family):
-    assert family_post(client, family["token"], family["maya"], "delete_all").status_code == 400
+@pytest.mark.parametrize("action", ["delete_all", "download"])
+def test_an_unknown_action_on_the_family_page_is_refused(client, session, family, action):
+    # a child's data is downloaded at once from its own page now, not asked of staff
+    assert family_post(client, family["token"], family["maya"], action).status_code == 400
+    assert session.scalars(select(FamilyRequest)).all() == []
 
 
-def test_asking_for_a_childs_data_or_its_erasure_gives_staff_one_task_each(
+def test_asking_for_a_childs_erasure_gives_staff_one_task_per_child(
         client, session, runner, family):
-    first = family_post(client, family["token"], family["leo"], "download")
-    again = family_post(client, family["token"], family["leo"], "download")
+    first = family_post(client, family["token"], family["leo"], "erasure")
+    again = family_post(client, family["token"], family["leo"], "erasure")
     erase = family_post(client, family["token"], family["maya"], "erasure")
 
-    assert "We have asked for a copy of Leo's data" in main_text(first.text)
+    assert "We have asked for Leo's data to be erased" in main_text(first.text)
     assert "Library staff will contact you about it." in main_text(first.text)
     assert "You asked for this already" in main_text(again.text)
     assert "We have asked for Maya's data to be erased" in main_text(erase.text)
     tasks = invoke(runner, "guardians", "tasks")
     lines = tasks.output.strip().splitlines()
     assert len(lines) == 2
-    assert "download\tchild K0002 (Leo)\tguardian card G0001" in lines[0]
+    assert "erasure\tchild K0002 (Leo)\tguardian card G0001" in lines[0]
     assert "erasure\tchild K0001 (Maya)\tguardian card G0001" in lines[1]
     task_id = lines[0].split("\t")[0]
-    assert invoke(runner, "guardians", "done", task_id).output == f"request {task_id} (download) done\n"
+    assert invoke(runner, "guardians", "done", task_id).output == f"request {task_id} (erasure) done\n"
     assert invoke(runner, "guardians", "tasks").output.count("\n") == 1
     repeated = invoke(runner, "guardians", "done", task_id)
     assert repeated.exit_code == 1 and repeated.output == f"Error: no open family request {task_id}\n"
