@@ -6,7 +6,7 @@ A policy version's summary in other languages (`summaries`, e.g. {"es": ...}), f
 center and the notice in the patron's language.
 
 Revision ID: 2df1696d3439
-Revises: 5c0ffee7d1d5
+Revises: c4d1a9e7b2f0
 Created: 2026-12-03 07:57:26.058996
 """
 from alembic import op
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from consent_service.models import UTCDateTime
 
 revision = '2df1696d3439'
-down_revision = '5c0ffee7d1d5'
+down_revision = 'c4d1a9e7b2f0'
 branch_labels = None
 depends_on = None
 
