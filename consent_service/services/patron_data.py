@@ -173,7 +173,7 @@ def patron_data(session: Session, ctx: ServiceContext, patron: Patron, *,
                        "email": ctx.library_email, "policy_url": ctx.guardians.policy_url},
         "patron": {
             "patron_id": patron.public_id, "card_number": patron.card_number,
-            "first_name": patron.first_name, "last_name": patron.last_name,
+            "ils_id": patron.ils_id, "first_name": patron.first_name, "last_name": patron.last_name,
             "email": patron.email, "birth_date": _date(patron),
             "preferred_language": patron.preferred_language, "street": patron.street,
             "city": patron.city, "state": patron.state, "postal_code": patron.postal_code,

@@ -102,7 +102,7 @@ def test_the_download_holds_everything_about_the_patron(client, ctx, household):
     assert response.headers["Cache-Control"] == "no-store"
     data = response.get_json(force=True)
     assert data["patron"] == {
-        "patron_id": ana.public_id, "card_number": "A0001", "first_name": "Ana",
+        "patron_id": ana.public_id, "card_number": "A0001", "ils_id": None, "first_name": "Ana",
         "last_name": "Reyes", "email": "home@example.org", "birth_date": "1985-02-03",
         "preferred_language": "en", "street": "12 Aspen Way", "city": "Castle Rock",
         "state": "CO", "postal_code": "80104", "status": "active",
