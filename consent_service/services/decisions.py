@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
@@ -99,6 +99,7 @@ def record_decision(session: Session, ctx: ServiceContext, request: DecisionRequ
         address = ctx.address_key(email) if email else None
     if patron is None and address is None:
         raise InvalidEventError("a decision needs a patron, or an email address for an email decision")
+    _take_turn(session, address, patron)
     if request.sg_event_id and session.scalar(
         select(ConsentEvent.id).where(ConsentEvent.sg_event_id == request.sg_event_id)
     ):
@@ -106,8 +107,11 @@ def record_decision(session: Session, ctx: ServiceContext, request: DecisionRequ
 
     effective = counts(request.decision, request.actor, patron.birth_date if patron else None, occurred_at)
     ruling = Ruling(request.decision, occurred_at, request.actor)
-    patron_row = session.get(PatronDecision, (patron.id, purpose.key, topic)) if patron else None
-    address_row = session.get(AddressDecision, (address, purpose.key, topic)) if address else None
+    # read after taking our turn, as committed now (not as this session may have cached it)
+    patron_row = session.get(PatronDecision, (patron.id, purpose.key, topic),
+                             populate_existing=True) if patron else None
+    address_row = session.get(AddressDecision, (address, purpose.key, topic),
+                              populate_existing=True) if address else None
     if effective:
         levels = [row for row, present in ((patron_row, patron), (address_row, address)) if present]
         if all(_repeats(row, ruling) for row in levels):
@@ -175,6 +179,28 @@ def _repeats(row: PatronDecision | AddressDecision | None, ruling: Ruling) -> bo
         return False
     current = _row_ruling(row)
     return current.decision is ruling.decision and not ruling.overrides(current)
+
+
+def _take_turn(session: Session, address: str | None, patron: Patron | None) -> None:
+    """On PostgreSQL, wait until no other transaction is deciding for the same address (an email
+    decision) or patron (any other), and hold that turn until this transaction ends.
+
+    Without it, two transactions read the decision in force at the same time and both write: the
+    first decision at a key fails on the primary key, and a later one can overwrite a newer
+    decision committed meanwhile, so the projection no longer equals the ledger's fold. A
+    transaction-scoped advisory lock on the address's (or patron's) key makes them take turns;
+    SQLite has one writer at a time already. One lock per decision, and the same lock again within
+    a transaction is free, so a single decision never waits on itself.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    space, key = (_ADDRESS_LOCKS, address) if address is not None else (
+        _PATRON_LOCKS, str(patron.id if patron else ""))
+    session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"),
+                    {"space": space, "key": key})
+
+
+_ADDRESS_LOCKS, _PATRON_LOCKS = 1_701_001, 1_701_002  # advisory lock spaces: decisions' turns
 
 
 def _apply(session: Session, model: type[PatronDecision] | type[AddressDecision],

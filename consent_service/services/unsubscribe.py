@@ -91,8 +91,14 @@ def unsubscribe(session: Session, ctx: ServiceContext, link: UnsubscribeLink, *,
         purpose=EMAIL_PURPOSE, topic=link.topic, decision=Decision.OPT_OUT, source=source,
         actor=Actor.PATRON, occurred_at=now, patron=link.patron, evidence=evidence,
     ), now=now)
-    if result.event is None:  # no opt-out is in force (checked above), so one is always written
-        raise ConsentServiceError("the opt-out was not recorded")
+    if result.event is None:
+        # Another click on the same address took its turn first (record_decision waits for it)
+        # and recorded this very opt-out: answer with that one.
+        in_force = _opt_out_in_force(session, link.patron, link.topic)
+        if in_force is None:
+            raise ConsentServiceError("the opt-out was not recorded")
+        session.commit()
+        return Unsubscribed(int(in_force.event_ref), in_force.occurred_at, recorded=False)
     session.commit()
     return Unsubscribed(result.event.id, result.event.occurred_at, recorded=True)
 
