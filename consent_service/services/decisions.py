@@ -32,6 +32,7 @@ from consent_service.models import (
     Topic,
 )
 from consent_service.services.context import ServiceContext
+from consent_service.services.ledger_chain import chain_new_events
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -131,6 +132,7 @@ def record_decision(session: Session, ctx: ServiceContext, request: DecisionRequ
         evidence=dict(request.evidence),
         sg_event_id=request.sg_event_id,
     )
+    chain_new_events(session, [event])
     session.add(event)
     session.flush()
     if not effective:
