@@ -1,7 +1,8 @@
 """`flask --app consent_service …` commands: thin over the services; a one-line reason on failure.
 
 One module per command group: `records` (patrons, consents, topics, export, links), `guardians`,
-`sendgrid`, `staff`, `operations` (worker, demo), `privacy` (ledger, retention); `common` has what they share."""
+`sendgrid`, `staff`, `operations` (worker, demo),
+`privacy` (ledger, retention); `common` has what they share."""
 
 from __future__ import annotations
 

@@ -38,6 +38,6 @@ def retention_purge(dry_run: bool) -> None:
 
     report = purge(db.session, runtime.context(), settings_from(current_app.config), now=runtime.now(),
                    dry_run=dry_run)
-    verb = "would remove" if dry_run else "removed"
+    click.echo("would remove (dry run, nothing written):" if dry_run else "removed:")
     for kind, count in report.counts.items():
-        click.echo(f"{verb} {count} {kind}")
+        click.echo(f"  {kind}: {count}")

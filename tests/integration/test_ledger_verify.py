@@ -5,6 +5,7 @@ on PostgreSQL (CONSENT_TEST_DATABASE_URL)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 from sqlalchemy import select, text
@@ -68,7 +69,7 @@ def test_each_patron_has_its_own_chain_in_order_and_an_address_only_event_the_ad
     first = session.scalars(select(ConsentEvent).where(ConsentEvent.patron_id == history[0].id)
                             .order_by(ConsentEvent.id)).all()
     assert [e.chain_seq for e in first] == [1, 2, 3, 4]
-    assert first[0].prev_hash == "" and all(b.prev_hash == a.hash for a, b in zip(first, first[1:]))
+    assert first[0].prev_hash == "" and all(b.prev_hash == a.hash for a, b in pairwise(first))
     stranger = session.scalar(select(ConsentEvent).where(ConsentEvent.patron_id.is_(None)))
     assert stranger.chain_key == f"a:{stranger.address_key}" and stranger.chain_seq == 1
 
