@@ -11,13 +11,13 @@ from consent_service import runtime
 from consent_service.extensions import db
 from consent_service.services.api_idempotency import Answer
 from consent_service.services.api_keys import Scope
-from consent_service.services.erasure import erase_patron
 from consent_service.services.api_patrons import (
     decisions_in_force,
     eligibility,
     find_patron,
     upsert_patrons,
 )
+from consent_service.services.erasure import erase_patron
 from consent_service.web.api.common import (
     answer_once,
     blp,
@@ -27,8 +27,8 @@ from consent_service.web.api.common import (
 )
 from consent_service.web.api.schemas import (
     EligibilityQuerySchema,
-    ErasedPatronSchema,
     EligibilitySchema,
+    ErasedPatronSchema,
     PatronBatchResultSchema,
     PatronBatchSchema,
     PatronDecisionsSchema,
