@@ -13,8 +13,15 @@ from sqlalchemy.orm import Session
 from consent_service.domain.addresses import mask_email
 from consent_service.domain.ledger import Source
 from consent_service.domain.tokens import InvalidLinkError, LinkClaims, LinkKind
-from consent_service.models import FamilyRequest, GuardianLink, GuardianRequest, Patron
+from consent_service.models import (
+    ErasureRequest,
+    FamilyRequest,
+    GuardianLink,
+    GuardianRequest,
+    Patron,
+)
 from consent_service.services.context import ServiceContext
+from consent_service.services.erasure import request_erasure
 from consent_service.services.guardians.choices import (
     NOTICE_VERSION,
     ChildChoices,
@@ -115,16 +122,20 @@ def change_family_decisions(session: Session, ctx: ServiceContext, family: Famil
 
 def request_child_data(session: Session, ctx: ServiceContext, family: Family,
                        child_public_id: str, kind: str, *, now: datetime
-                       ) -> tuple[Patron, FamilyRequest, bool]:
-    """Ask staff for a child's data (`download`) or its erasure (`erasure`): an open task, one per
-    child and kind (asking again while one is open adds nothing). Returns the child, the task and
-    whether it is new; commits.
+                       ) -> tuple[Patron, FamilyRequest | ErasureRequest, bool]:
+    """Ask staff for a child's data (`download`: a family task) or its erasure (`erasure`: an
+    erasure request, which staff carry out from their erasure requests page): one open request
+    per child and kind (asking again while one is open adds nothing). Returns the child, the
+    request and whether it is new; commits.
 
     :raise NotYourChildError: for a child not linked to this guardian; nothing is created.
     """
     if kind not in FAMILY_REQUEST_KINDS:
         raise GuardianError(f"a request is for a download or an erasure, not {kind!r}")
     child, link = _family_child(session, family, child_public_id)
+    if kind == "erasure":
+        return (child, *request_erasure(session, child, requested_by="guardian",
+                                        guardian_link_id=link.id, now=now))
     existing = session.scalar(select(FamilyRequest).where(
         FamilyRequest.child_id == child.id, FamilyRequest.kind == kind,
         FamilyRequest.status == "open").limit(1))

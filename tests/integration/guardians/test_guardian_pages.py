@@ -14,7 +14,7 @@ from consent_service import runtime
 from consent_service.domain.ledger import Actor, Decision, Source
 from consent_service.domain.tokens import LinkKind
 from consent_service.extensions import db
-from consent_service.models import ConsentEvent, FamilyRequest, Patron
+from consent_service.models import ConsentEvent, ErasureRequest, FamilyRequest, Patron
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.guardians.choices import child_choices
 from consent_service.services.standing import load_standings
@@ -460,6 +460,7 @@ def test_a_guardian_cannot_see_or_change_another_familys_child(client, session, 
     assert response.status_code == 404
     assert ledger_count(session) == before
     assert session.scalars(select(FamilyRequest)).all() == []
+    assert session.scalars(select(ErasureRequest)).all() == []
     assert family_post(client, family["token"], "p_no-such-child", action).status_code == 404
 
 
@@ -479,12 +480,17 @@ def test_asking_for_a_childs_data_or_its_erasure_gives_staff_one_task_each(
     assert "We have asked for Maya's data to be erased" in main_text(erase.text)
     tasks = invoke(runner, "guardians", "tasks")
     lines = tasks.output.strip().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 1
     assert "download\tchild K0002 (Leo)\tguardian card G0001" in lines[0]
-    assert "erasure\tchild K0001 (Maya)\tguardian card G0001" in lines[1]
+    # an erasure is an erasure request, carried out from the staff erasure requests page
+    [erasure] = session.scalars(select(ErasureRequest)).all()
+    assert (erasure.requested_by, erasure.status) == ("guardian", "open")
+    assert session.get(Patron, erasure.patron_id).card_number == "K0001"
+    assert "You asked for this already" in main_text(
+        family_post(client, family["token"], family["maya"], "erasure").text)
     task_id = lines[0].split("\t")[0]
     assert invoke(runner, "guardians", "done", task_id).output == f"request {task_id} (download) done\n"
-    assert invoke(runner, "guardians", "tasks").output.count("\n") == 1
+    assert invoke(runner, "guardians", "tasks").output == "no open requests\n"
     repeated = invoke(runner, "guardians", "done", task_id)
     assert repeated.exit_code == 1 and repeated.output == f"Error: no open family request {task_id}\n"
 
