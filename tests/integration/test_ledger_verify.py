@@ -4,15 +4,18 @@ on PostgreSQL (CONSENT_TEST_DATABASE_URL)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from itertools import pairwise
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from consent_service.domain.evidence import link_evidence
 from consent_service.domain.ledger import Actor, Decision, Source
-from consent_service.models import ConsentEvent, PatronDecision
+from consent_service.extensions import db
+from consent_service.models import ConsentEvent, Patron, PatronDecision
 from consent_service.services.decisions import DecisionRequest, record_decision
 from tests.conftest import NOW
 
@@ -168,3 +171,45 @@ def test_verify_writes_nothing_and_an_empty_ledger_is_intact(runner):
     result = verify(runner)
     assert result.exit_code == 0
     assert "ledger intact: 0 event(s) in 0 chain(s)" in result.output
+
+
+@pytest.mark.postgresql_only
+def test_two_transactions_appending_to_one_chain_take_turns_and_both_are_chained(
+        session, ctx, runner, make_patron):
+    """The second transaction waits on the chain head's row lock until the first commits, then
+    chains after it: no fork, no duplicate place, nothing refused."""
+    patron = make_patron()
+    decide(session, ctx, patron, "opt_in", NOW - timedelta(hours=3), purpose="contact_update")
+    engine = db.engine  # the thread has no application context
+    with Session(engine) as first_tx:
+        record_decision(first_tx, ctx, DecisionRequest(
+            purpose=POSTAL, decision=Decision.OPT_OUT, source=Source.STAFF_DESK, actor=Actor.STAFF,
+            occurred_at=NOW - timedelta(hours=2), patron=first_tx.get(Patron, patron.id)), now=NOW)
+        # the head is locked by first_tx; a second writer on its own connection must wait
+        results: list[BaseException | None] = []
+
+        def second_writer() -> None:
+            try:
+                with Session(engine) as second_tx:
+                    record_decision(second_tx, ctx, DecisionRequest(
+                        purpose="photo_video", decision=Decision.OPT_OUT, source=Source.STAFF_DESK,
+                        actor=Actor.STAFF, occurred_at=NOW - timedelta(hours=1),
+                        patron=second_tx.get(Patron, patron.id)), now=NOW)
+                    second_tx.commit()
+                results.append(None)
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                results.append(exc)
+
+        writer = threading.Thread(target=second_writer)
+        writer.start()
+        writer.join(timeout=1.0)
+        assert writer.is_alive(), f"the second writer did not wait for the chain's head: {results}"
+        first_tx.commit()
+    writer.join(timeout=30)
+    assert results == [None]
+    session.expire_all()
+    places = session.execute(select(ConsentEvent.purpose, ConsentEvent.chain_seq)
+                             .where(ConsentEvent.patron_id == patron.id)
+                             .order_by(ConsentEvent.chain_seq)).all()
+    assert [tuple(p) for p in places] == [("contact_update", 1), (POSTAL, 2), ("photo_video", 3)]
+    assert verify(runner).exit_code == 0
