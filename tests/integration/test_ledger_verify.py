@@ -197,7 +197,7 @@ def test_two_transactions_appending_to_one_chain_take_turns_and_both_are_chained
                         patron=second_tx.get(Patron, patron.id)), now=NOW)
                     second_tx.commit()
                 results.append(None)
-            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            except BaseException as exc:  # reported by the assertion below
                 results.append(exc)
 
         writer = threading.Thread(target=second_writer)
