@@ -15,7 +15,6 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
-    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -37,7 +36,8 @@ class ConsentEvent(db.Model):
         Index("ix_consent_events_txid_id", "txid", "id"),
         CheckConstraint("decision in ('opt_in', 'opt_out')", name="decision"),
         CheckConstraint("patron_id is not null or address_key is not null", name="subject"),
-        UniqueConstraint("chain_key", "chain_seq", name="uq_consent_events_chain_key_chain_seq"),
+        # one event per place: a chain never forks (and verify walks it by this index)
+        Index("ix_consent_events_chain_key_chain_seq", "chain_key", "chain_seq", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

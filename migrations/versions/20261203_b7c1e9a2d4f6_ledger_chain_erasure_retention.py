@@ -69,17 +69,27 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_erasure_requests_status'), ['status'], unique=False)
 
     op.add_column('patrons', sa.Column('erased_at', UTCDateTime(), nullable=True))
-    op.add_column('consent_events', sa.Column('chain_key', sa.String(length=80), nullable=True))
-    op.add_column('consent_events', sa.Column('chain_seq', sa.Integer(), nullable=True))
-    op.add_column('consent_events', sa.Column('prev_hash', sa.String(length=64), nullable=True))
-    op.add_column('consent_events', sa.Column('hash', sa.String(length=64), nullable=True))
-    op.add_column('consent_events', sa.Column('evidence_salts', sa.JSON(), nullable=True))
-    op.add_column('consent_events', sa.Column('evidence_digests', sa.JSON(), nullable=True))
+    postgresql = op.get_bind().dialect.name == 'postgresql'
+    # SQLite adds NOT NULL columns in place when they have a default (no table rebuild, which
+    # would reflect the patrons table and its expression indexes); PostgreSQL adds them nullable
+    # and sets NOT NULL once the existing events are chained.
+    defaults = {'chain_key': "''", 'chain_seq': '0', 'prev_hash': "''", 'hash': "''",
+                'evidence_salts': "'{}'", 'evidence_digests': "'{}'"}
+    types = {'chain_key': sa.String(length=80), 'chain_seq': sa.Integer(),
+             'prev_hash': sa.String(length=64), 'hash': sa.String(length=64),
+             'evidence_salts': sa.JSON(), 'evidence_digests': sa.JSON()}
+    for name in CHAIN_COLUMNS:
+        if postgresql:
+            op.add_column('consent_events', sa.Column(name, types[name], nullable=True))
+        else:
+            op.add_column('consent_events', sa.Column(name, types[name], nullable=False,
+                                                      server_default=sa.text(defaults[name])))
     _chain_existing_events(op.get_bind())
-    with op.batch_alter_table('consent_events', schema=None) as batch_op:
+    if postgresql:
         for name in CHAIN_COLUMNS:
-            batch_op.alter_column(name, nullable=False)
-        batch_op.create_unique_constraint('uq_consent_events_chain_key_chain_seq', ['chain_key', 'chain_seq'])
+            op.alter_column('consent_events', name, nullable=False)
+    op.create_index('ix_consent_events_chain_key_chain_seq', 'consent_events',
+                    ['chain_key', 'chain_seq'], unique=True)
 
 
 def _chain_existing_events(bind):
@@ -118,8 +128,8 @@ def _chain_existing_events(bind):
 
 
 def downgrade():
+    op.drop_index('ix_consent_events_chain_key_chain_seq', table_name='consent_events')
     with op.batch_alter_table('consent_events', schema=None) as batch_op:
-        batch_op.drop_constraint('uq_consent_events_chain_key_chain_seq', type_='unique')
         for name in reversed(CHAIN_COLUMNS):
             batch_op.drop_column(name)
     with op.batch_alter_table('patrons', schema=None) as batch_op:
