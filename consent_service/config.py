@@ -70,6 +70,10 @@ _ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "STAFF_LOCKOUT_MINUTES": ("STAFF_LOCKOUT_MINUTES", int),
     "API_IDEMPOTENCY_HOURS": ("API_IDEMPOTENCY_HOURS", int),
     "API_MAX_BYTES": ("API_MAX_BYTES", int),
+    "RETENTION_WEBHOOK_BODY_DAYS": ("RETENTION_WEBHOOK_BODY_DAYS", int),
+    "RETENTION_EVIDENCE_DAYS": ("RETENTION_EVIDENCE_DAYS", int),
+    "RETENTION_GUARDIAN_REQUEST_DAYS": ("RETENTION_GUARDIAN_REQUEST_DAYS", int),
+    "RETENTION_INACTIVE_PATRON_DAYS": ("RETENTION_INACTIVE_PATRON_DAYS", int),
 }
 
 
@@ -149,6 +153,13 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # largest request body (a batch of 1000 patrons is well under it)
         "API_IDEMPOTENCY_HOURS": 24,
         "API_MAX_BYTES": 2 * 1024 * 1024,
+        # retention (`flask retention purge`; README explains each default; 0 keeps forever):
+        # processed webhook bodies, IP and user-agent evidence, unanswered guardian requests past
+        # their expiry, inactive patrons' personal data (erased)
+        "RETENTION_WEBHOOK_BODY_DAYS": 30,
+        "RETENTION_EVIDENCE_DAYS": 365,
+        "RETENTION_GUARDIAN_REQUEST_DAYS": 30,
+        "RETENTION_INACTIVE_PATRON_DAYS": 3 * 365,
     }
 
 

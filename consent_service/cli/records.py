@@ -78,6 +78,24 @@ def patrons_show(card: str) -> None:
                           indent=2, ensure_ascii=False))
 
 
+@patrons.command("erase")
+@click.argument("card")
+@click.option("--by", "done_by", default="cli", show_default=True,
+              help="Who carried it out, for the erasure record.")
+def patrons_erase(card: str, done_by: str) -> None:
+    """Erase the personal data of the patron with this card number: the record stays as an
+    inactive tombstone with its decisions, its address's keyed hash keeps the address's decisions
+    and suppressions in force, and SendGrid keeps its suppressions. Prints what was removed."""
+    from consent_service.services.erasure import erase_patron, find_patron_to_erase
+
+    session = db.session
+    patron = find_patron_to_erase(session, card_number=card)
+    erasure = erase_patron(session, runtime.context(), patron, requested_by="cli", done_by=done_by,
+                           now=runtime.now())
+    removed = ", ".join(f"{kind} {count}" for kind, count in sorted(erasure.counts.items()))
+    click.echo(f"erased card {card}: now {erasure.public_id}; removed: {removed or 'the record only'}")
+
+
 @consents.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_ENCODING

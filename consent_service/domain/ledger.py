@@ -32,6 +32,7 @@ class Source(StrEnum):
     IMPORT = "import"
     API = "api"
     GPC = "gpc"
+    ERASURE = "erasure"  # the vendor opt-outs recorded when a patron's data is erased
 
 
 # How a patron told staff, each its own source: the ledger says how a decision reached the library,

@@ -11,7 +11,7 @@ class Role(StrEnum):
     """A staff account's role."""
 
     ADMIN = "admin"  # staff accounts, topics, policies, API keys, the access log; and all of staff's
-    STAFF = "staff"  # look patrons up, record decisions for them, guardian tasks, the photo roster
+    STAFF = "staff"  # look patrons up, record decisions for them, guardian tasks, erasure, roster
     MARKETING = "marketing"  # exports and counts; never an individual's consent history
 
 
@@ -20,7 +20,8 @@ class Permission(StrEnum):
 
     LOOK_UP_PATRONS = "look_up_patrons"  # a patron page: decisions, history, guardians (logged)
     RECORD_DECISIONS = "record_decisions"  # on a patron's behalf, and after a guardian's ID check
-    GUARDIAN_TASKS = "guardian_tasks"  # guardians' data and erasure requests
+    GUARDIAN_TASKS = "guardian_tasks"  # guardians' requests for a child's data
+    ERASE_PATRONS = "erase_patrons"  # erasure requests, and erasing a patron's personal data
     PHOTO_ROSTER = "photo_roster"  # who must not be photographed at an event
     EXPORT_CONTACTS = "export_contacts"  # eligible-contact lists, counts, withdrawals since
     MANAGE_STAFF = "manage_staff"
@@ -31,7 +32,7 @@ class Permission(StrEnum):
 
 
 _STAFF = frozenset({Permission.LOOK_UP_PATRONS, Permission.RECORD_DECISIONS,
-                    Permission.GUARDIAN_TASKS, Permission.PHOTO_ROSTER})
+                    Permission.GUARDIAN_TASKS, Permission.ERASE_PATRONS, Permission.PHOTO_ROSTER})
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.STAFF: _STAFF,

@@ -4,11 +4,13 @@
 from consent_service.models.access import PatronAccess
 from consent_service.models.api import ApiKey, IdempotentResponse
 from consent_service.models.columns import BigId, UTCDateTime
+from consent_service.models.erasure import ErasureRequest
 from consent_service.models.exports import ExportedPatron, ExportManifest
 from consent_service.models.ledger import (
     AddressDecision,
     AddressSuppression,
     ConsentEvent,
+    LedgerChainHead,
     PatronDecision,
     UndeliverableAddress,
     UnsubscribeFeedback,
@@ -37,12 +39,14 @@ __all__ = [
     "ApiKey",
     "BigId",
     "ConsentEvent",
+    "ErasureRequest",
     "ExportManifest",
     "ExportedPatron",
     "FamilyRequest",
     "GuardianLink",
     "GuardianRequest",
     "IdempotentResponse",
+    "LedgerChainHead",
     "OutboxMessage",
     "Patron",
     "PatronAccess",

@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    Integer,
     String,
     text,
 )
@@ -35,6 +36,8 @@ class ConsentEvent(db.Model):
         Index("ix_consent_events_txid_id", "txid", "id"),
         CheckConstraint("decision in ('opt_in', 'opt_out')", name="decision"),
         CheckConstraint("patron_id is not null or address_key is not null", name="subject"),
+        # one event per place: a chain never forks (and verify walks it by this index)
+        Index("ix_consent_events_chain_key_chain_seq", "chain_key", "chain_seq", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -56,6 +59,27 @@ class ConsentEvent(db.Model):
     # The database fills it: on PostgreSQL the migration's default is pg_current_xact_id(); "0" is
     # SQLite's, where one writer at a time keeps ids in commit order.
     txid: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # The tamper-evident chain (domain/ledger_chain.py): the subject's chain, the event's place in
+    # it, the previous event's hash and this one's. `evidence_salts` holds a salt per personal
+    # evidence value still present, `evidence_digests` a digest per personal value ever given;
+    # erasure and retention remove a value and its salt, never the digest.
+    chain_key: Mapped[str] = mapped_column(String(80))
+    chain_seq: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    evidence_salts: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    evidence_digests: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+
+
+class LedgerChainHead(db.Model):
+    """The end of one ledger chain: how many events it has and the last one's hash, updated under a
+    row lock in the transaction that appends, so that removing a chain's last events is detected."""
+
+    __tablename__ = "ledger_chain_heads"
+
+    chain_key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    length: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
 
 
 class PatronDecision(db.Model):

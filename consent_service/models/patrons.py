@@ -55,6 +55,9 @@ class Patron(db.Model):
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set when the patron's personal data was erased: the row stays as a tombstone (inactive, card
+    # number and public id replaced) that keeps the ledger's decisions (services/erasure.py).
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @property
     def has_postal_address(self) -> bool:

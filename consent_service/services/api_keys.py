@@ -38,6 +38,7 @@ class Scope(StrEnum):
     CONSENTS_READ = "consents:read"  # decisions in force, eligibility, the ledger feed
     CONSENTS_WRITE = "consents:write"  # record decisions
     EXPORTS_READ = "exports:read"  # eligible-contact exports
+    PATRONS_ERASE = "patrons:erase"  # erase a patron's personal data (its own scope: irreversible)
 
 
 _SCOPE_NAMES = frozenset(scope.value for scope in Scope)

@@ -32,6 +32,7 @@ from consent_service.models import (
 )
 from consent_service.services.context import ServiceContext
 from consent_service.services.policies import policy_in_force
+from consent_service.services.ledger_chain import chain_new_events
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -135,6 +136,7 @@ def record_decision(session: Session, ctx: ServiceContext, request: DecisionRequ
         evidence=dict(request.evidence),
         sg_event_id=request.sg_event_id,
     )
+    chain_new_events(session, [event])
     session.add(event)
     session.flush()
     if not effective:

@@ -293,10 +293,9 @@ def family(token: str) -> ResponseReturnValue:
                 saved = {"child_name": _first_name(child.first_name),
                          "decisions": [_decision_text(line) for line in lines]}
             else:
-                child, task, new = request_child_data(db.session, ctx, opened, child_id, action,
+                child, _task, new = request_child_data(db.session, ctx, opened, child_id, action,
                                                       now=now)
-                asked = {"child_name": _first_name(child.first_name), "kind": task.kind,
-                         "new": new}
+                asked = {"child_name": _first_name(child.first_name), "kind": action, "new": new}
         except NotYourChildError:
             abort(404)
     children = []

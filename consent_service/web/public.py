@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from flask_babel import force_locale, format_date, lazy_gettext
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
-from wtforms import EmailField, Field, RadioField, SelectChoice, TextAreaField
+from wtforms import BooleanField, EmailField, Field, RadioField, SelectChoice, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length
 
 from consent_service import runtime
@@ -26,6 +26,7 @@ from consent_service.domain.ledger import Decision, Source
 from consent_service.domain.purposes import Channel, PurposeKey
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims, LinkKind
 from consent_service.extensions import csrf, db, limiter
+from consent_service.services.erasure import ErasureError, request_erasure
 from consent_service.services.links import open_link
 from consent_service.services.patron_data import ReceiptNotFoundError, patron_data, patron_receipt
 from consent_service.services.preferences import (
@@ -229,6 +230,42 @@ def preferences(token: str) -> ResponseReturnValue:
         gpc_signal=gpc, invalid=status == 400, shown=shown,
         policy_url=ctx.guardians.policy_url, data_url=url_for("public.my_data", token=token),
     ), status
+
+
+class ErasureRequestForm(FlaskForm):
+    """The confirmation step of asking for one's data to be erased."""
+
+    confirm = BooleanField(
+        lazy_gettext("I understand: the library will erase my name, addresses, birth date and "
+                     "card number, and I will no longer get its email."),
+        validators=[DataRequired(message=lazy_gettext("Tick this box to confirm you want your "
+                                                      "data erased."))])
+
+
+@bp.route("/preferences/<token>/erase", methods=["GET", "POST"])
+def erasure_request(token: str) -> ResponseReturnValue:
+    """Ask for one's data to be erased, from the preference center: the page says what erasure
+    removes and what the library keeps (a GET changes nothing); a POST with the box ticked, the
+    confirmation step, makes an erasure request for staff (asking again while one is open adds
+    nothing). Staff carry it out from their erasure requests page."""
+    ctx = runtime.context()
+    now = runtime.now()
+    patron, _claims = open_link(db.session, ctx, LinkKind.PREFERENCES, token, now=now)
+    use_patron_language(patron.preferred_language)
+    form = ErasureRequestForm()
+    preferences_url = url_for(".preferences", token=token)
+    if request.method == "GET":
+        return render_template("public/erasure_request.html", form=form, asked=None,
+                               preferences_url=preferences_url)
+    if not form.validate():
+        return render_template("public/erasure_request.html", form=form, asked=None,
+                               preferences_url=preferences_url), 400
+    try:
+        _task, new = request_erasure(db.session, patron, requested_by="patron", now=now)
+    except ErasureError:
+        new = False
+    return render_template("public/erasure_request.html", form=form, asked={"new": new},
+                           preferences_url=preferences_url)
 
 
 def _shown(prefs: Preferences) -> str:

@@ -90,7 +90,8 @@ class TopicForm(FlaskForm):
 _SCOPE_WORDS = {Scope.PATRONS_WRITE: "patrons:write: create and update patron records",
                 Scope.CONSENTS_READ: "consents:read: decisions, eligibility, the ledger feed",
                 Scope.CONSENTS_WRITE: "consents:write: record decisions",
-                Scope.EXPORTS_READ: "exports:read: eligible-contact exports"}
+                Scope.EXPORTS_READ: "exports:read: eligible-contact exports",
+                Scope.PATRONS_ERASE: "patrons:erase: erase a patron's personal data"}
 
 
 class ApiKeyForm(FlaskForm):

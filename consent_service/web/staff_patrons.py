@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import BooleanField, RadioField, SelectChoice, SelectField, TextAreaField
+from wtforms import BooleanField, RadioField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired
 
 from consent_service import runtime
@@ -23,6 +23,12 @@ from consent_service.domain.purposes import PATRON_PURPOSES, VENDOR_PURPOSES
 from consent_service.domain.staff import Permission
 from consent_service.extensions import db
 from consent_service.services.csv_input import decode_text
+from consent_service.services.erasure import (
+    carry_out_request,
+    erase_patron,
+    erasure_tasks,
+    find_patron_to_erase,
+)
 from consent_service.services.guardians.staff import close_family_task, family_tasks
 from consent_service.services.patron_record import open_patron_record
 from consent_service.services.photo_roster import check_roster, read_card_numbers
@@ -44,6 +50,7 @@ use_in(bp)
 staff_page("staff_patrons.search", "Find a patron", Permission.LOOK_UP_PATRONS)
 staff_page("staff_patrons.guardian_tasks", "Guardians' requests for a child's data",
            Permission.GUARDIAN_TASKS)
+staff_page("staff_patrons.erasure_requests", "Erasure requests", Permission.ERASE_PATRONS)
 staff_page("staff_patrons.photo_roster", "Photo roster for an event", Permission.PHOTO_ROSTER)
 
 ROSTER_FILE_LIMIT = 1024 * 1024  # an uploaded sign-in sheet: 1 MiB is tens of thousands of cards
@@ -135,6 +142,7 @@ def _patron_page(public_id: str, *, form: DecisionForm | None = None,
         "staff/patrons/patron.html", record=record, form=form or _decision_form(blank=True),
         id_form=id_form, error=error,
         may_record=current_user.may(Permission.RECORD_DECISIONS),
+        may_erase=current_user.may(Permission.ERASE_PATRONS), erase_form=EraseForm(),
         purpose_labels={p.key: p.label for p in catalog},
         topic_purposes={p.key for p in catalog if p.has_topics}), status
 
@@ -223,6 +231,67 @@ def guardian_task_done(task_id: int) -> ResponseReturnValue:
                                error=sentence(error)), 400
     flash(f"Request {task.id} ({TASK_WORDS.get(task.kind, task.kind)}) marked done.", "success")
     return redirect(url_for(".guardian_tasks"))
+
+
+class EraseForm(FlaskForm):
+    """Erase a patron: the card number typed again, so a slip cannot erase the wrong record."""
+
+    card = StringField("Type the patron's card number to confirm",
+                       validators=[DataRequired("Type the card number to confirm.")])
+
+
+REQUESTER_WORDS = {"patron": "the patron (preference center)", "guardian": "a guardian (family page)",
+                   "staff": "staff", "api": "the API", "cli": "a command", "retention": "retention"}
+
+
+def _erasure_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
+    return render_template("staff/patrons/erasure_requests.html", tasks=erasure_tasks(db.session),
+                           requester_words=REQUESTER_WORDS, error=error), status
+
+
+@bp.get("/erasure-requests")
+@staff_required(Permission.ERASE_PATRONS)
+def erasure_requests() -> ResponseReturnValue:
+    """Erasure requests: open ones to carry out, oldest first, then those done, with who did them."""
+    return _erasure_page()
+
+
+@bp.post("/erasure-requests/<int:request_id>/erase")
+@staff_required(Permission.ERASE_PATRONS)
+def erasure_request_erase(request_id: int) -> ResponseReturnValue:
+    """Carry out an open erasure request (as `patrons erase`); 400 with one line otherwise."""
+    try:
+        carry_out_request(db.session, runtime.context(), request_id,
+                          done_by=current_user.member.email, now=runtime.now())
+    except ConsentServiceError as error:
+        db.session.rollback()
+        return _erasure_page(sentence(error), 400)
+    flash(f"Request {request_id}: the patron's personal data is erased.", "success")
+    return redirect(url_for(".erasure_requests"))
+
+
+@bp.post("/patrons/<public_id>/erase")
+@staff_required(Permission.ERASE_PATRONS)
+def erase(public_id: str) -> ResponseReturnValue:
+    """Erase a patron's personal data, after the card number is typed again to confirm; the
+    record stays as a tombstone with its decisions (services/erasure.py)."""
+    try:
+        patron = find_patron_to_erase(db.session, public_id=public_id)
+    except ConsentServiceError:
+        abort(404)
+    form = EraseForm()
+    if not form.validate_on_submit() or (form.card.data or "").strip() != patron.card_number:
+        return _patron_page(public_id, error="Nothing was erased: type the patron's card number "
+                                              "exactly to confirm.", status=400)
+    try:
+        erase_patron(db.session, runtime.context(), patron, requested_by="staff",
+                     done_by=current_user.member.email, now=runtime.now())
+    except ConsentServiceError as error:
+        db.session.rollback()
+        return _patron_page(public_id, error=sentence(error), status=400)
+    flash("The patron's personal data is erased; the record stays, without it, with its "
+          "decisions.", "success")
+    return redirect(url_for(".erasure_requests"))
 
 
 @bp.route("/photo-roster", methods=["GET", "POST"])

@@ -46,6 +46,7 @@ SOURCE_WORDS = {
     Source.IMPORT: "Import",
     Source.API: "API",
     Source.GPC: "Global Privacy Control",
+    Source.ERASURE: "Erasure",
 }
 ACTOR_WORDS = {Actor.PATRON: "patron", Actor.GUARDIAN: "guardian", Actor.STAFF: "staff",
                Actor.SYSTEM: "system"}

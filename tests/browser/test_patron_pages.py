@@ -155,3 +155,31 @@ def test_the_skip_link_is_the_first_stop_and_is_visible_when_focused(site, page)
     assert outline != "none"
     page.keyboard.press("Enter")
     assert re.search(r"#main$", page.url)
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_asking_for_ones_data_to_be_erased_from_the_preference_center(site, page, check_page,
+                                                                      csp_reports, language):
+    from consent_service.models import ErasureRequest
+
+    patron = site.patron(first_name="Iris", email="iris@example.org", language=language)
+    page.goto(site.link(LinkKind.PREFERENCES, patron))
+    words = {
+        "en": ("Ask for my data to be erased", "Erase my data", "I understand",
+               "We have asked library staff to erase your data."),
+        "es": ("Pedir que se borren mis datos", "Borrar mis datos", "Entiendo",
+               "Hemos pedido al personal de la biblioteca que borre sus datos."),
+    }[language]
+    page.get_by_role("link", name=words[0]).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(words[1])
+    check_page(page, f"erasure-request-{language}")
+
+    page.get_by_label(re.compile(words[2])).check()
+    page.get_by_role("button", name=words[0]).click()
+
+    expect(page.get_by_role("status")).to_have_text(words[3])
+    check_page(page, f"erasure-requested-{language}")
+    with site.app.app_context():
+        asked = [(t.requested_by, t.status) for t in db.session.scalars(select(ErasureRequest))]
+    assert asked == [("patron", "open")]
+    assert csp_reports == []

@@ -187,3 +187,23 @@ def test_admin_pages_pass_axe(site, browser: Browser, new_context, check_page):
     page.goto(f"{site.url}/staff/")
     page.get_by_role("link", name="Guardians' requests for a child's data").click()
     check_page(page, "staff-guardian-tasks")
+
+
+def test_staff_erase_a_patron_from_their_page_and_see_it_done(site, page: Page, check_page,
+                                                              csp_reports):
+    patron = site.patron(first_name="Ana", email="ana.reyes@example.org")
+    staff_account(site, "desk@library.example.org", "staff")
+    sign_in(page, site, "desk@library.example.org")
+    page.goto(f"{site.url}/staff/patrons/{patron.public_id}")
+
+    page.get_by_label("Type the patron's card number to confirm").fill(patron.card_number)
+    page.get_by_role("button", name="Erase personal data").click()
+
+    expect(page.get_by_role("heading", level=1)).to_have_text("Erasure requests")
+    expect(page.get_by_role("status")).to_contain_text("The patron's personal data is erased")
+    expect(page.get_by_role("table", name="0 open, 1 done")).to_contain_text(
+        "by desk@library.example.org")
+    check_page(page, "staff-erasure-requests")
+    with site.app.app_context():
+        assert recorded(site)[-1][2] == "erasure"
+    assert csp_reports == []

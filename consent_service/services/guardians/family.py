@@ -13,8 +13,14 @@ from sqlalchemy.orm import Session
 from consent_service.domain.addresses import mask_email
 from consent_service.domain.ledger import Source
 from consent_service.domain.tokens import InvalidLinkError, LinkClaims, LinkKind
-from consent_service.models import FamilyRequest, GuardianLink, GuardianRequest, Patron
+from consent_service.models import (
+    ErasureRequest,
+    GuardianLink,
+    GuardianRequest,
+    Patron,
+)
 from consent_service.services.context import ServiceContext
+from consent_service.services.erasure import request_erasure
 from consent_service.services.guardians.choices import (
     NOTICE_VERSION,
     ChildChoices,
@@ -126,23 +132,16 @@ def change_family_decisions(session: Session, ctx: ServiceContext, family: Famil
 
 def request_child_data(session: Session, ctx: ServiceContext, family: Family,
                        child_public_id: str, kind: str, *, now: datetime
-                       ) -> tuple[Patron, FamilyRequest, bool]:
-    """Ask staff for a child's erasure (`erasure`): an open task, one per child and kind (asking
-    again while one is open adds nothing). Returns the child, the task and
-    whether it is new; commits.
+                       ) -> tuple[Patron, ErasureRequest, bool]:
+    """Ask for a child's erasure (`erasure`, the one kind a guardian asks staff for: a child's data
+    is downloaded from the family page at once): an erasure request, which staff carry out from
+    their erasure requests page; one open request per child (asking again while one is open adds
+    nothing). Returns the child, the request and whether it is new; commits.
 
     :raise NotYourChildError: for a child not linked to this guardian; nothing is created.
     """
     if kind not in FAMILY_REQUEST_KINDS:
         raise GuardianError(f"a request is for an erasure, not {kind!r}")
     child, link = _family_child(session, family, child_public_id)
-    existing = session.scalar(select(FamilyRequest).where(
-        FamilyRequest.child_id == child.id, FamilyRequest.kind == kind,
-        FamilyRequest.status == "open").limit(1))
-    if existing is not None:
-        return child, existing, False
-    task = FamilyRequest(child_id=child.id, guardian_link_id=link.id, kind=kind, status="open",
-                         created_at=now)
-    session.add(task)
-    session.commit()
-    return child, task, True
+    return (child, *request_erasure(session, child, requested_by="guardian",
+                                    guardian_link_id=link.id, now=now))

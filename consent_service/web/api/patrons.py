@@ -17,10 +17,18 @@ from consent_service.services.api_patrons import (
     find_patron,
     upsert_patrons,
 )
-from consent_service.web.api.common import answer_once, blp, scope_required, writes
+from consent_service.services.erasure import erase_patron
+from consent_service.web.api.common import (
+    answer_once,
+    blp,
+    current_client,
+    scope_required,
+    writes,
+)
 from consent_service.web.api.schemas import (
     EligibilityQuerySchema,
     EligibilitySchema,
+    ErasedPatronSchema,
     PatronBatchResultSchema,
     PatronBatchSchema,
     PatronDecisionsSchema,
@@ -76,6 +84,35 @@ class PatronBatch(MethodView):
             done = upsert_patrons(db.session, runtime.context(), batch["patrons"],
                                   now=runtime.now())
             return Answer(200, PatronBatchResultSchema().dump({"patrons": done}))
+
+        return answer_once(work)
+
+
+@blp.route("/patrons/<string:card_number>/erasure", tags=["patrons"])
+class PatronErasure(MethodView):
+    @scope_required(Scope.PATRONS_ERASE)
+    @writes
+    @blp.response(200, ErasedPatronSchema, description="The patron's personal data was erased.")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def post(self, card_number: str) -> Response:
+        """Erase a patron's personal data
+
+        As `patrons erase`: names, email, postal address, birth date and card number are removed
+        from the patron and from everywhere else the service keeps them; the record stays,
+        inactive, under a new opaque id, with its decisions; the address's keyed hash keeps its
+        opt-outs and suppressions in force (a later import or API call with the same address
+        cannot mail it), and SendGrid keeps its suppressions. Needs the `patrons:erase` scope;
+        the body is an empty JSON object.
+        The card number is gone afterwards: asking again answers 404.
+        """
+
+        def work() -> Answer:
+            patron = find_patron(db.session, card_number=card_number)
+            erased = erase_patron(db.session, runtime.context(), patron, requested_by="api",
+                                  done_by=f"api:{current_client().prefix}", now=runtime.now())
+            return Answer(200, ErasedPatronSchema().dump(
+                {"patron_id": erased.public_id, "erased_at": erased.erased_at,
+                 "removed": erased.counts}))
 
         return answer_once(work)
 

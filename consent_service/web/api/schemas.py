@@ -75,6 +75,14 @@ class UpsertedPatronSchema(Schema):
     outcome = fields.String(metadata={"description": "`created`, `updated` or `unchanged`."})
 
 
+class ErasedPatronSchema(Schema):
+    patron_id = fields.String(metadata={"description": "The tombstone's new opaque id (the old "
+                                                       "one, and its links, no longer work)."})
+    erased_at = fields.DateTime()
+    removed = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "What was removed besides the record's own fields, by kind, with counts."})
+
+
 class PatronBatchResultSchema(Schema):
     patrons = fields.List(fields.Nested(UpsertedPatronSchema))
 

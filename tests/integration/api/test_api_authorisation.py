@@ -20,8 +20,9 @@ ROUTES = [
      "consents:read", 200),
     ("GET", "/api/v1/events", None, "consents:read", 200),
     ("GET", "/api/v1/exports/contacts?purpose=postal_marketing", None, "exports:read", 200),
+    ("POST", f"/api/v1/patrons/{CARD}/erasure", {}, "patrons:erase", 200),
 ]
-SCOPES = ("patrons:write", "consents:read", "consents:write", "exports:read")
+SCOPES = ("patrons:write", "consents:read", "consents:write", "exports:read", "patrons:erase")
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def test_an_unknown_scope_is_refused_naming_the_scopes(runner, session):
     assert result.exit_code == 1
     assert result.output.strip() == (
         "Error: unknown scope 'patrons:delete'; the scopes are: patrons:write, consents:read, "
-        "consents:write, exports:read")
+        "consents:write, exports:read, patrons:erase")
     assert session.scalar(select(ApiKey)) is None
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from consent_service.models import (
     ConsentEvent,
+    ErasureRequest,
     FamilyRequest,
     GuardianLink,
     Patron,
@@ -55,10 +56,12 @@ class World:
     task_id: int
     account_id: int
     key_prefix: str
+    erasure_id: int = 0
 
     def fill(self, path: str) -> str:
         return path.format(patron=self.patron.public_id, child=self.child.public_id,
-                           task=self.task_id, account=self.account_id, key=self.key_prefix)
+                           task=self.task_id, account=self.account_id, key=self.key_prefix,
+                           erasure=self.erasure_id)
 
 
 def arrange_world(session: Session, make_patron) -> World:  # type: ignore[no-untyped-def]
@@ -78,10 +81,13 @@ def arrange_world(session: Session, make_patron) -> World:  # type: ignore[no-un
     task = FamilyRequest(child_id=child.id, guardian_link_id=link.id, kind="download",
                          status="open", created_at=NOW)
     session.add(task)
+    erasure = ErasureRequest(patron_id=patron.id, requested_by="patron", status="open",
+                             created_at=NOW)
+    session.add(erasure)
     session.commit()
     other = make_staff(session, "staff", "other.staff@library.example.org")
     key, _secret = create_api_key(session, "the ILS", ["consents:read"], now=NOW)
-    return World(patron, child, guardian, task.id, other.id, key.prefix)
+    return World(patron, child, guardian, task.id, other.id, key.prefix, erasure.id)
 
 
 def access_log(session: Session) -> list[tuple[str, str, str]]:

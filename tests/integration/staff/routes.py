@@ -1,6 +1,6 @@
 """Every staff route and who may use it: the data of the authorisation matrix
 (test_authorisation_matrix.py). A new staff page adds its routes here; `{patron}`, `{child}`,
-`{task}` and `{account}` in a path are filled from the arranged World (desk.py)."""
+`{task}`, `{erasure}` and `{account}` in a path are filled from the arranged World (desk.py)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ STAFF_ROUTES: list[StaffRoute] = [
                 "checked": "y"}),
     StaffRoute("GET", "/staff/guardian-tasks", Permission.GUARDIAN_TASKS, 200),
     StaffRoute("POST", "/staff/guardian-tasks/{task}/done", Permission.GUARDIAN_TASKS, 302),
+    StaffRoute("GET", "/staff/erasure-requests", Permission.ERASE_PATRONS, 200),
+    StaffRoute("POST", "/staff/erasure-requests/{erasure}/erase", Permission.ERASE_PATRONS, 302),
+    StaffRoute("POST", "/staff/patrons/{patron}/erase", Permission.ERASE_PATRONS, 302,
+               {"card": "21000001"}),
     StaffRoute("GET", "/staff/photo-roster", Permission.PHOTO_ROSTER, 200),
     StaffRoute("POST", "/staff/photo-roster", Permission.PHOTO_ROSTER, 200,
                {"cards": "21000001\n21000003\nNOPE"}),
