@@ -49,6 +49,7 @@ COLLECTION_METHODS: Mapping[Source, str] = {
     Source.IMPORT: "The library's earlier records, imported",
     Source.API: "Another library system, through the consent service's API",
     Source.GPC: "A Global Privacy Control signal sent by the person's browser",
+    Source.ERASURE: "The person's request to erase their data: sharing with vendors withdrawn",
 }
 
 # Appendix lists of the specification: purpose categories and PII categories.

@@ -31,8 +31,8 @@ from consent_service.models import (
     Topic,
 )
 from consent_service.services.context import ServiceContext
-from consent_service.services.policies import policy_in_force
 from consent_service.services.ledger_chain import chain_new_events
+from consent_service.services.policies import policy_in_force
 
 CLOCK_SKEW = timedelta(minutes=5)
 

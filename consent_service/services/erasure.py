@@ -139,6 +139,7 @@ def erase_patron(session: Session, ctx: ServiceContext, patron: Patron, *, reque
     patron.birth_date = None
     patron.street = patron.city = patron.state = patron.postal_code = ""
     patron.card_number = TOMBSTONE_PREFIX + secrets.token_hex(8)
+    patron.ils_id = None
     patron.public_id = new_public_id()
     patron.status = "inactive"
     patron.erased_at = patron.updated_at = now

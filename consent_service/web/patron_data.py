@@ -38,6 +38,7 @@ SOURCE_WORDS = {
     Source.IMPORT: lazy_gettext("The library's earlier records"),
     Source.API: lazy_gettext("Another library system"),
     Source.GPC: lazy_gettext("Global Privacy Control signal from your browser"),
+    Source.ERASURE: lazy_gettext("A request to erase the data"),
 }
 ACTOR_WORDS = {
     Actor.PATRON: lazy_gettext("The card holder"),

@@ -42,7 +42,7 @@ PERSON = {"first_name": "Zeldarine", "last_name": "Quobbleworth", "email": EMAIL
           "state": "CO", "postal_code": "80118"}
 # Every value the erasure must remove, as it could be stored (the IP is kept truncated to its /24).
 ERASED = ["Zeldarine", "Quobbleworth", EMAIL, CARD, "Juniper Hollow", "Larkspur", "1979-04-23",
-          "198.51.100", "ZeldaBrowser", "phoned about", "too much mail"]
+          "198.51.100", "ZeldaBrowser", "phoned about", "too much mail", "borrower-77123"]
 
 
 @pytest.fixture
@@ -82,6 +82,8 @@ def subject_history(session, ctx, client, runner, make_patron):
                          headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "ils-1"})
     assert created.status_code == 201, created.text
     patron = session.scalar(select(Patron).where(Patron.card_number == CARD))
+    patron.ils_id = "borrower-77123"  # the ILS's own id, as an ILS import keeps it
+    session.commit()
 
     token = ctx.signer.sign(LinkKind.UNSUBSCRIBE, patron.public_id, None, None)
     link = open_unsubscribe_link(session, ctx, token, now=NOW)
