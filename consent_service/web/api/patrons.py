@@ -17,7 +17,7 @@ from consent_service.services.api_patrons import (
     find_patron,
     upsert_patrons,
 )
-from consent_service.web.api.common import answer_once, blp, scope_required, writes
+from consent_service.web.api.common import answer_once, blp, query_arguments, scope_required, writes
 from consent_service.web.api.schemas import (
     EligibilityQuerySchema,
     EligibilitySchema,
@@ -110,7 +110,7 @@ class PatronDecisionsById(MethodView):
 @blp.route("/eligibility", tags=["eligibility"])
 class EligibilityCheck(MethodView):
     @scope_required(Scope.CONSENTS_READ)
-    @blp.arguments(EligibilityQuerySchema, location="query")
+    @query_arguments(EligibilityQuerySchema)
     @blp.response(200, EligibilitySchema)
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, query: dict[str, Any]) -> Any:
