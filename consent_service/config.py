@@ -64,6 +64,7 @@ _ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "STAFF_LOCKOUT_MINUTES": ("STAFF_LOCKOUT_MINUTES", int),
     "API_IDEMPOTENCY_HOURS": ("API_IDEMPOTENCY_HOURS", int),
     "API_MAX_BYTES": ("API_MAX_BYTES", int),
+    "PAGE_MAX_BYTES": ("PAGE_MAX_BYTES", int),
 }
 
 
@@ -135,6 +136,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # largest request body (a batch of 1000 patrons is well under it)
         "API_IDEMPOTENCY_HOURS": 24,
         "API_MAX_BYTES": 2 * 1024 * 1024,
+        # the largest request body a page takes (a form, a staff upload such as a photo roster's
+        # sign-in sheet); larger is refused with 413 before it is read. The API and the SendGrid
+        # webhook have their own limits (above), which they set on each of their requests.
+        "PAGE_MAX_BYTES": 1024 * 1024,
     }
 
 
@@ -218,6 +223,7 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None) -> dict[str,
         config.update(test_config)
     check_environment(config)
     production = config["CONSENT_ENV"] == "production"
+    config["MAX_CONTENT_LENGTH"] = config["PAGE_MAX_BYTES"]
     if not config["RATELIMIT_STORAGE_URI"]:
         config["RATELIMIT_STORAGE_URI"] = DATABASE_RATELIMIT_STORAGE if production else "memory://"
     if production:  # the session cookie (CSRF token, chosen language) travels only over https
