@@ -36,8 +36,7 @@ def pytest_report_header() -> str:
 def pytest_configure(config: pytest.Config) -> None:
     """Watch the logs of the whole run (tests/log_watch.py): every record, with the service's own
     INFO lines, every signed link the run issues and every patron name it stores."""
-    logging.getLogger().addHandler(WATCH)
-    logging.getLogger("consent_service").setLevel(logging.DEBUG)
+    _install_log_watch()
     sign = LinkSigner.sign
 
     def watched_sign(self: LinkSigner, *args: Any, **kwargs: Any) -> str:
@@ -53,13 +52,29 @@ def pytest_configure(config: pytest.Config) -> None:
         WATCH.names.update(name for name in (patron.first_name, patron.last_name) if name)
 
 
+def _install_log_watch() -> None:
+    """(Again) put the watch on the root logger: the migrations' env.py configures logging from
+    alembic.ini, which replaces the root logger's handlers (on PostgreSQL, in the first test)."""
+    root = logging.getLogger()
+    if WATCH not in root.handlers:
+        root.addHandler(WATCH)
+    logging.getLogger("consent_service").setLevel(logging.DEBUG)
+    logging.getLogger("consent_service").disabled = False
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Any:
     WATCH.current = item.nodeid
+    _install_log_watch()
     try:
         return (yield)
     finally:
         WATCH.current = "(between tests)"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    _install_log_watch()  # after the fixtures: building the schema may have removed it
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
