@@ -74,6 +74,7 @@ _ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "RETENTION_EVIDENCE_DAYS": ("RETENTION_EVIDENCE_DAYS", int),
     "RETENTION_GUARDIAN_REQUEST_DAYS": ("RETENTION_GUARDIAN_REQUEST_DAYS", int),
     "RETENTION_INACTIVE_PATRON_DAYS": ("RETENTION_INACTIVE_PATRON_DAYS", int),
+    "PAGE_MAX_BYTES": ("PAGE_MAX_BYTES", int),
 }
 
 
@@ -160,6 +161,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "RETENTION_EVIDENCE_DAYS": 365,
         "RETENTION_GUARDIAN_REQUEST_DAYS": 30,
         "RETENTION_INACTIVE_PATRON_DAYS": 3 * 365,
+        # the largest request body a page takes (a form, a staff upload such as a photo roster's
+        # sign-in sheet); larger is refused with 413 before it is read. The API and the SendGrid
+        # webhook have their own limits (above), which they set on each of their requests.
+        "PAGE_MAX_BYTES": 1024 * 1024,
     }
 
 
@@ -243,6 +248,7 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None) -> dict[str,
         config.update(test_config)
     check_environment(config)
     production = config["CONSENT_ENV"] == "production"
+    config["MAX_CONTENT_LENGTH"] = config["PAGE_MAX_BYTES"]
     if not config["RATELIMIT_STORAGE_URI"]:
         config["RATELIMIT_STORAGE_URI"] = DATABASE_RATELIMIT_STORAGE if production else "memory://"
     if production:  # the session cookie (CSRF token, chosen language) travels only over https

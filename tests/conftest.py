@@ -4,7 +4,9 @@ is set (the schema is built once by the migrations, and every table is emptied a
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
@@ -12,13 +14,15 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from consent_service import create_app, runtime
+from consent_service.domain.tokens import LinkSigner
 from consent_service.extensions import db
 from consent_service.models import Patron
 from consent_service.services.context import ServiceContext
+from tests.log_watch import WATCH
 
 POSTGRES_URL = os.environ.get("CONSENT_TEST_DATABASE_URL", "")
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -27,6 +31,66 @@ CHROMIUM = "/usr/bin/chromium"
 
 def pytest_report_header() -> str:
     return f"database: {'PostgreSQL ' + POSTGRES_URL if POSTGRES_URL else 'SQLite in memory'}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Watch the logs of the whole run (tests/log_watch.py): every record, with the service's own
+    INFO lines, every signed link the run issues and every patron name it stores."""
+    _install_log_watch()
+    sign = LinkSigner.sign
+
+    def watched_sign(self: LinkSigner, *args: Any, **kwargs: Any) -> str:
+        token = sign(self, *args, **kwargs)
+        WATCH.tokens.add(token)
+        return token
+
+    LinkSigner.sign = watched_sign  # type: ignore[method-assign]
+
+    @event.listens_for(Patron, "before_insert")
+    @event.listens_for(Patron, "before_update")
+    def _names(mapper: Any, connection: Any, patron: Patron) -> None:
+        WATCH.names.update(name for name in (patron.first_name, patron.last_name) if name)
+
+
+def _install_log_watch() -> None:
+    """(Again) put the watch on the root logger: the migrations' env.py configures logging from
+    alembic.ini, which replaces the root logger's handlers (on PostgreSQL, in the first test)."""
+    root = logging.getLogger()
+    if WATCH not in root.handlers:
+        root.addHandler(WATCH)
+    logging.getLogger("consent_service").setLevel(logging.DEBUG)
+    logging.getLogger("consent_service").disabled = False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Any:
+    WATCH.current = item.nodeid
+    _install_log_watch()
+    try:
+        return (yield)
+    finally:
+        WATCH.current = "(between tests)"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    _install_log_watch()  # after the fixtures: building the schema may have removed it
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The final check: a run whose logs hold a link, a key, an address or a patron's name fails."""
+    leaks = WATCH.leaks()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"log watch: {WATCH.records} log records, {len(WATCH.tokens)} links "
+                            f"issued, {len(WATCH.names)} patron names, {len(leaks)} leak(s)")
+        kinds = Counter(f"{leak.logger} logged {leak.what}" for leak in leaks)
+        for kind, count in kinds.most_common():
+            reporter.write_line(f"log watch: {count} x {kind}", red=True)
+        for leak in leaks[:10]:
+            reporter.write_line(f"log watch: LEAK {leak}", red=True)
+    if leaks and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -59,7 +59,15 @@ def render(template: str, language: str, variables: Mapping[str, Any]) -> tuple[
     subject = env.get_template(f"{folder}/{template}.subject.txt").render(variables)
     text = env.get_template(f"{folder}/{template}.txt").render(variables)
     html = env.get_template(f"{folder}/{template}.html").render(variables)
-    return " ".join(subject.split()), text, html
+    return header_text(subject), text, html
+
+
+def header_text(value: str) -> str:
+    """Text for a header line: on one line, and with no RFC 2047 encoded word in it. Python's email
+    package decodes `=?charset?q?...?=` in a header value it is given, and writes out what that
+    decodes to, line breaks included: a child's name `=?utf-8?q?=0D=0ABcc:_x@example.org?=` in a
+    subject would become a Bcc header. `=?` becomes `= ?`, which starts no encoded word."""
+    return " ".join(value.split()).replace("=?", "= ?")
 
 
 class MailDeliveryError(ConsentServiceError):
@@ -79,11 +87,11 @@ def build_email(message: OutboxMessage) -> EmailMessage:
     email_message = EmailMessage(policy=email.policy.SMTP)
     email_message["From"] = message.from_address
     email_message["To"] = message.to_address
-    email_message["Subject"] = message.subject
+    email_message["Subject"] = header_text(message.subject)
     email_message["Date"] = format_datetime(message.created_at)
     email_message["Message-ID"] = message_id(message)
     for name, value in message.headers.items():
-        email_message[name] = value
+        email_message[name] = header_text(value)
     email_message.set_content(message.text_body)
     email_message.add_alternative(message.html_body, subtype="html")
     return email_message

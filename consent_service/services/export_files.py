@@ -17,8 +17,11 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def spreadsheet_safe(value: str | None) -> str:
-    """A text value a spreadsheet shows as text: one that would start a formula gets a leading '."""
-    text = value or ""
+    """A text value a spreadsheet shows as text, in one cell: one that would start a formula gets a
+    leading '; a carriage return becomes a line feed. Python's csv writer quotes a cell holding a
+    character of its line terminator (ours is "\n") but not a lone "\r", which spreadsheets read
+    as the end of a row: `Main St\r=1+1` would start a new row with a formula."""
+    text = (value or "").replace("\r\n", "\n").replace("\r", "\n")
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 

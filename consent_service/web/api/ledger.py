@@ -20,7 +20,14 @@ from consent_service.services.api_ledger import (
     record_reported_decision,
 )
 from consent_service.services.api_patrons import find_patron
-from consent_service.web.api.common import answer_once, blp, current_client, scope_required, writes
+from consent_service.web.api.common import (
+    answer_once,
+    blp,
+    current_client,
+    query_arguments,
+    scope_required,
+    writes,
+)
 from consent_service.web.api.schemas import (
     ContactsQuerySchema,
     DecisionRequestSchema,
@@ -71,7 +78,7 @@ class Decisions(MethodView):
 @blp.route("/events", tags=["events"])
 class Events(MethodView):
     @scope_required(Scope.CONSENTS_READ)
-    @blp.arguments(EventsQuerySchema, location="query")
+    @query_arguments(EventsQuerySchema)
     @blp.response(200, EventsPageSchema)
     def get(self, query: dict[str, Any]) -> Any:
         """The ledger's events, in a stable order, for downstream systems
@@ -89,7 +96,7 @@ class Events(MethodView):
 @blp.route("/exports/contacts", tags=["exports"])
 class ContactExport(MethodView):
     @scope_required(Scope.EXPORTS_READ)
-    @blp.arguments(ContactsQuerySchema, location="query")
+    @query_arguments(ContactsQuerySchema)
     @blp.response(200, CSV_RESPONSE, content_type="text/csv",
                   description="The CSV of `flask export contacts`; X-Export-Sha256 is its digest.")
     def get(self, query: dict[str, Any]) -> Response:

@@ -22,6 +22,7 @@ from consent_service.web.api.common import (
     answer_once,
     blp,
     current_client,
+    query_arguments,
     scope_required,
     writes,
 )
@@ -147,7 +148,7 @@ class PatronDecisionsById(MethodView):
 @blp.route("/eligibility", tags=["eligibility"])
 class EligibilityCheck(MethodView):
     @scope_required(Scope.CONSENTS_READ)
-    @blp.arguments(EligibilityQuerySchema, location="query")
+    @query_arguments(EligibilityQuerySchema)
     @blp.response(200, EligibilitySchema)
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, query: dict[str, Any]) -> Any:

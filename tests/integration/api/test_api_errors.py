@@ -106,3 +106,19 @@ def test_a_body_over_the_limit_is_413(app_factory, make_key, session):
     response = app.test_client().post("/api/v1/patrons:batch", json=body, headers=bearer(key))
     assert response.status_code == 413
     assert response.mimetype == "application/json"
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/events?limt=5",
+    "/api/v1/exports/contacts?purpose=email_marketing&topc=events",
+    "/api/v1/eligibility?card_number=1001&purpose=email_marketing&topc=events",
+])
+def test_an_unknown_query_parameter_is_refused_not_ignored(client, key, ana, path):
+    """Found by the API fuzzer: a misspelt parameter used to be dropped, so `topc=events` on an
+    export handed over everyone who may get any library email, and no export is recorded now."""
+    response = client.get(path, headers=bearer(key))
+    assert response.status_code == 422, response.get_data(as_text=True)
+    misspelt = path.rsplit("&", 1)[-1].split("?")[-1].split("=")[0]
+    assert response.json["errors"]["query"] == {misspelt: ["Unknown field."]}
+    assert client.get("/api/v1/exports/contacts?purpose=email_marketing",
+                      headers=bearer(key)).headers["X-Export-Id"] == "1"

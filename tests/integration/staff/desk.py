@@ -57,11 +57,12 @@ class World:
     account_id: int
     key_prefix: str
     erasure_id: int = 0
+    export_id: int = 999_999  # an export nobody made
 
     def fill(self, path: str) -> str:
         return path.format(patron=self.patron.public_id, child=self.child.public_id,
                            task=self.task_id, account=self.account_id, key=self.key_prefix,
-                           erasure=self.erasure_id)
+                           erasure=self.erasure_id, export=self.export_id)
 
 
 def arrange_world(session: Session, make_patron) -> World:  # type: ignore[no-untyped-def]

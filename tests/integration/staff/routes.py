@@ -1,6 +1,8 @@
 """Every staff route and who may use it: the data of the authorisation matrix
 (test_authorisation_matrix.py). A new staff page adds its routes here; `{patron}`, `{child}`,
-`{task}`, `{erasure}` and `{account}` in a path are filled from the arranged World (desk.py)."""
+`{task}`, `{erasure}`, `{account}`, `{key}` and `{export}` in a path are filled from the arranged World
+(desk.py). Every /staff route must have a row here or in DOOR_ROUTES (tests/reliability/test_access.py
+fails otherwise)."""
 
 from __future__ import annotations
 
@@ -62,7 +64,38 @@ STAFF_ROUTES: list[StaffRoute] = [
     StaffRoute("POST", "/staff/admin/topics", Permission.MANAGE_TOPICS, 302,
                {"key": "adult_learning", "name": "Adult learning", "name_es": "",
                 "sendgrid_group": ""}),
+    StaffRoute("GET", "/staff/marketing/exports?purpose=postal_marketing",
+               Permission.EXPORT_CONTACTS, 200),
+    StaffRoute("POST", "/staff/marketing/exports/download", Permission.EXPORT_CONTACTS, 200,
+               {"purpose": PurposeKey.POSTAL_MARKETING.value, "topic": ""}),
+    # no export was made: the permission is checked before the export is looked up
+    StaffRoute("GET", "/staff/marketing/exports/{export}/withdrawals", Permission.EXPORT_CONTACTS,
+               404),
+    StaffRoute("GET", "/staff/marketing/exports/{export}/withdrawals.csv",
+               Permission.EXPORT_CONTACTS, 404),
+]
+
+
+@dataclass(frozen=True)
+class DoorRoute:
+    """A /staff route every role may use (signing in and out, the home): what an anonymous
+    client and a signed-in member get."""
+
+    method: str
+    path: str
+    anonymous: int
+    signed_in: int
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+DOOR_ROUTES: list[DoorRoute] = [
+    DoorRoute("GET", "/staff/", 302, 200),
+    DoorRoute("GET", "/staff/login", 200, 200),
+    DoorRoute("POST", "/staff/login", 401, 401),  # a form with no password: refused, one line
+    DoorRoute("POST", "/staff/logout", 401, 302),
 ]
 
 # Blueprints whose every route must be in STAFF_ROUTES (the matrix test checks it).
-COVERED_BLUEPRINTS = ("staff_patrons", "staff_admin")
+COVERED_BLUEPRINTS = ("staff_patrons", "staff_admin", "staff_marketing")

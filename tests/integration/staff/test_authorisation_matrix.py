@@ -41,7 +41,8 @@ def test_the_matrix_lists_every_route_of_the_staff_blueprints(app):
     listed = {(route.method, route.path.split("?")[0]) for route in STAFF_ROUTES}
     placeholders = {"<public_id>": "{patron}", "<int:task_id>": "{task}",
                     "<int:account_id>": "{account}", "<prefix>": "{key}",
-                    "<int:request_id>": "{erasure}"}
+                    "<int:request_id>": "{erasure}",
+                    "<int:export_id>": "{export}"}
     for rule in app.url_map.iter_rules():
         if rule.endpoint.split(".")[0] not in COVERED_BLUEPRINTS:
             continue
