@@ -29,8 +29,15 @@ TOKEN_KINDS = {
     "public.unsubscribe_page": LinkKind.UNSUBSCRIBE,
     "public.unsubscribe_feedback": LinkKind.UNSUBSCRIBE,
     "public.preferences": LinkKind.PREFERENCES,
+    "public.erasure_request": LinkKind.PREFERENCES,
+    "public.my_data": LinkKind.PREFERENCES,
+    "public.my_data_json": LinkKind.PREFERENCES,
+    "public.my_receipt": LinkKind.PREFERENCES,
     "guardians.guardian_request": LinkKind.GUARDIAN,
     "guardians.family": LinkKind.FAMILY,
+    "guardians.child_data": LinkKind.FAMILY,
+    "guardians.child_data_json": LinkKind.FAMILY,
+    "guardians.child_receipt": LinkKind.FAMILY,
 }
 BIG = 6 * 1024 * 1024  # over every body limit of the service (the webhook's is 5 MiB)
 # POST routes whose answer does not depend on the body: the signed link is the key, and the POST
