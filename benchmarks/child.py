@@ -158,6 +158,12 @@ def main() -> None:
         report = export_baseline(args["url"], args["output"])
     elif mode == "prepare-http":
         report = prepare_http(args["url"], args["links"], args["out"])
+    elif mode == "drop-bench-tables":  # the baseline webhook's table is no table of the service
+        connection, _ = connect(args["url"])
+        connection.execute("DROP TABLE IF EXISTS bench_webhook_events")
+        connection.commit()
+        connection.close()
+        report = {}
     elif mode == "pg-version":
         connection, _ = connect(args["url"])
         report = {"version": connection.execute("SELECT version()").fetchone()[0]}

@@ -163,6 +163,7 @@ def run_http(settings: Settings, url: str, workloads: list[str]) -> list[Row]:
                 lambda i: ("GET", f"/api/v1/eligibility?card_number={cards[i % len(cards)]}"
                                   "&purpose=email_marketing&topic=events", None, auth),
                 lambda i: ("GET", "/bench/hello", None, auth)))
+    run_child("drop-bench-tables", {"url": url}, settings.workdir, env)
     return rows
 
 
