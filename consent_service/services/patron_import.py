@@ -10,11 +10,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import String, select, update
+from sqlalchemy import String, insert, select, update
 from sqlalchemy.orm import Session
 
 from consent_service.domain.addresses import InvalidEmailError, normalize_email
 from consent_service.models import GuardianLink, Patron
+from consent_service.models.columns import new_public_id
 from consent_service.services.context import ServiceContext
 from consent_service.services.csv_input import CsvRow, ImportReport, read_csv, row_of_values
 from consent_service.services.guardians.consent_request import request_consent_for_links
@@ -335,34 +336,72 @@ def _reject_unknown_guardians(rows: list[_PatronRow], first_by_card: dict[str, _
 def _write_patrons(session: Session, rows: list[_PatronRow], stored: dict[str, _Stored],
                    now: datetime, tick: Callable[[], None]) -> dict[str, str]:
     """Create or update the good rows' patrons, a chunk of rows at a time; the outcome of each good
-    row by card number. Patrons created are added to `stored`."""
+    row by card number. Patrons created are added to `stored`.
+
+    Set-based: per chunk, one query reads the stored values of the columns the rows give, one
+    executemany inserts the new patrons (with RETURNING for their ids) and one updates the changed
+    ones by primary key; no ORM object is made per patron."""
     outcomes: dict[str, str] = {}
     for start in range(0, len(rows), CHUNK):
         chunk = [row for row in rows[start:start + CHUNK] if not row.problems]
         for _ in range(min(CHUNK, len(rows) - start) - len(chunk)):
             tick()
-        existing = load_patrons_by_card(session, [row.card for row in chunk if row.card in stored])
-        created: list[Patron] = []
+        current = _stored_fields(session, [row.card for row in chunk if row.card in stored],
+                                 {name for row in chunk for name in row.fields})
+        created: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
         for row in chunk:
-            patron = existing.get(row.card)
-            if patron is None:
-                patron = Patron(card_number=row.card, created_at=now, updated_at=now, **row.fields)
-                session.add(patron)
-                created.append(patron)
+            values = current.get(row.card)
+            if values is None:
+                created.append({**_NEW_PATRON, "card_number": row.card,
+                                "public_id": new_public_id(), "created_at": now,
+                                "updated_at": now, **row.fields})
                 outcomes[row.card] = "created"
             else:
                 changes = {name: value for name, value in row.fields.items()
-                           if getattr(patron, name) != value}
-                for name, value in changes.items():
-                    setattr(patron, name, value)
+                           if values[name] != value}
                 if changes:
-                    patron.updated_at = now
+                    changed.append({"id": stored[row.card].id, **changes, "updated_at": now})
                 outcomes[row.card] = "updated" if changes else "unchanged"
             tick()
-        session.flush()
-        for patron in created:
-            stored[patron.card_number] = _Stored(patron.id, patron.email)
+        if created:
+            inserted = session.execute(
+                insert(Patron).returning(Patron.card_number, Patron.id, Patron.email), created)
+            for card, patron_id, email in inserted:
+                stored[card] = _Stored(patron_id, email)
+        for same_columns in _by_columns(changed):
+            session.execute(update(Patron), same_columns)
     return outcomes
+
+
+# What a patron created from a row holds in the columns the row does not give: the model's defaults.
+_NEW_PATRON: dict[str, Any] = {
+    column.name: (column.default.arg if column.default is not None and column.default.is_scalar
+                  else None)
+    for column in Patron.__table__.columns
+    if column.name in (*TEXT_COLUMNS, "email", "address_key", "birth_date", "preferred_language",
+                       "status")
+}
+
+
+def _stored_fields(session: Session, cards: Collection[str], names: Collection[str]
+                   ) -> dict[str, dict[str, Any]]:
+    """The stored values of the columns `names`, of the patrons with these card numbers, by card."""
+    columns = [Patron.__table__.c[name] for name in sorted(names)]
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(cards):
+        query = select(Patron.card_number, *columns).where(Patron.card_number.in_(chunk))
+        for row in session.execute(query):
+            found[row[0]] = dict(zip((column.name for column in columns), row[1:], strict=True))
+    return found
+
+
+def _by_columns(changes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The updates grouped by the columns they set (one executemany per group)."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for change in changes:
+        groups.setdefault(frozenset(change), []).append(change)
+    return list(groups.values())
 
 
 def _link_guardians(session: Session, rows: list[_PatronRow], stored: dict[str, _Stored],
