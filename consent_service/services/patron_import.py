@@ -339,8 +339,8 @@ def _write_patrons(session: Session, rows: list[_PatronRow], stored: dict[str, _
     row by card number. Patrons created are added to `stored`.
 
     Set-based: per chunk, one query reads the stored values of the columns the rows give, one
-    executemany inserts the new patrons (with RETURNING for their ids) and one updates the changed
-    ones by primary key; no ORM object is made per patron."""
+    executemany inserts the new patrons and one query reads their ids, and one executemany updates
+    the changed ones by primary key; no ORM object is made per patron."""
     outcomes: dict[str, str] = {}
     for start in range(0, len(rows), CHUNK):
         chunk = [row for row in rows[start:start + CHUNK] if not row.problems]
@@ -364,15 +364,19 @@ def _write_patrons(session: Session, rows: list[_PatronRow], stored: dict[str, _
                     changed.append({"id": stored[row.card].id, **changes, "updated_at": now})
                 outcomes[row.card] = "updated" if changes else "unchanged"
             tick()
-        if created:
-            inserted = session.execute(
-                insert(Patron).returning(Patron.card_number, Patron.id, Patron.email), created)
-            for card, patron_id, email in inserted:
+        if created:  # a plain executemany, then one query for the ids: RETURNING would split the
+            # insert into many statements of a few dozen rows (the database's parameter limit)
+            session.execute(insert(_PATRONS), created)
+            query = select(Patron.card_number, Patron.id, Patron.email)
+            for card, patron_id, email in session.execute(
+                    query.where(Patron.card_number.in_([row["card_number"] for row in created]))):
                 stored[card] = _Stored(patron_id, email)
         for same_columns in _by_columns(changed):
             session.execute(update(Patron), same_columns)
     return outcomes
 
+
+_PATRONS = Patron.__table__  # inserted with Core executemany: no ORM object per row
 
 # What a patron created from a row holds in the columns the row does not give: the model's defaults.
 _NEW_PATRON: dict[str, Any] = {
