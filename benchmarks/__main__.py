@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.results != "-":
         shown = [a if "@" not in a else "<database-url>" for a in (argv or sys.argv[1:])]
         command = " ".join(["python -m benchmarks", *map(shlex.quote, shown)])
-        write_results(Path(args.results), command, started, rows, header, version)
+        write_results(Path(args.results), settings.kind, command, started, rows, header, version)
         print(f"\nwritten to {args.results}")
     return 0
 
