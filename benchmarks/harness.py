@@ -212,7 +212,8 @@ def machine() -> list[str]:
     lines.append("- " + ", ".join(versions))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "consent_service", "benchmarks"],
+    dirty = subprocess.run(["git", "status", "--porcelain", "consent_service", "benchmarks",
+                            ":!benchmarks/RESULTS.md"],
                            cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     lines.append(f"- code: commit {commit or 'unknown'}{' with uncommitted changes' if dirty else ''}")
     return lines
