@@ -10,7 +10,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import String, insert, select, update
+from sqlalchemy import String, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from consent_service.domain.addresses import InvalidEmailError, normalize_email
@@ -28,6 +28,7 @@ MULTILINE_COLUMNS = ("street",)  # a street address may hold two lines (`1 Main 
 LANGUAGES = ("en", "es")
 STATUSES = ("active", "inactive")
 CHUNK = 500  # rows per query and per flush (well under every database's parameter limit)
+ANALYZE_AFTER = 10_000  # patrons created by one import, after which PostgreSQL re-reads the table
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MAX_LENGTH: dict[str, int] = {
@@ -89,8 +90,9 @@ def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: da
     without the guardian the file names). A row that creates a guardian link counts as updated.
     A row that changes nothing is `unchanged` and keeps its `updated_at`.
 
-    Rows are written a chunk at a time: one query loads the chunk's stored patrons, one flush writes
-    them, so memory holds the file's rows but not an object per patron.
+    Rows are written a chunk at a time, set-based (see `_write_patrons`), so memory holds the
+    file's rows but not an object per patron. On PostgreSQL, an import that created 10,000
+    patrons or more then runs ANALYZE on the patrons table, so the next one finds them by index.
     """
     report = PatronImportReport()
     tick = on_row or _no_progress
@@ -117,6 +119,11 @@ def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: da
     report.updated = tally["updated"]
     report.unchanged = tally["unchanged"]
     session.commit()
+    if report.created >= ANALYZE_AFTER and session.get_bind().dialect.name == "postgresql":
+        # Fresh statistics: a planner that still counts the table as small scans all of it for
+        # each chunk of the next import (measured: 16 s instead of 4.5 s for 20,000 patrons).
+        session.execute(text("ANALYZE patrons"))
+        session.commit()
     return report
 
 
@@ -364,12 +371,8 @@ def _write_patrons(session: Session, rows: list[_PatronRow], stored: dict[str, _
                     changed.append({"id": stored[row.card].id, **changes, "updated_at": now})
                 outcomes[row.card] = "updated" if changes else "unchanged"
             tick()
-        if created:  # a plain executemany, then one query for the ids: RETURNING would split the
-            # insert into many statements of a few dozen rows (the database's parameter limit)
-            session.execute(insert(_PATRONS), created)
-            query = select(Patron.card_number, Patron.id, Patron.email)
-            for card, patron_id, email in session.execute(
-                    query.where(Patron.card_number.in_([row["card_number"] for row in created]))):
+        if created:
+            for card, patron_id, email in _insert_patrons(session, created):
                 stored[card] = _Stored(patron_id, email)
         for same_columns in _by_columns(changed):
             session.execute(update(Patron), same_columns)
@@ -386,6 +389,24 @@ _NEW_PATRON: dict[str, Any] = {
     if column.name in (*TEXT_COLUMNS, "email", "address_key", "birth_date", "preferred_language",
                        "status")
 }
+
+
+def _insert_patrons(session: Session, rows: list[dict[str, Any]]) -> list[tuple[str, int, str | None]]:
+    """Insert these patrons with one executemany; the card number, id and email of each.
+
+    PostgreSQL gives the ids back with RETURNING (a thousand rows a statement). On SQLite, RETURNING
+    would split the insert into statements of a few dozen rows (its parameter limit), so the ids are
+    read back by card number instead; PostgreSQL must not do that, as the rows are not committed
+    yet and the planner, knowing no statistics of them, scans the whole table for each chunk."""
+    if session.get_bind().dialect.name == "postgresql":
+        inserted = session.execute(
+            insert(_PATRONS).returning(_PATRONS.c.card_number, _PATRONS.c.id, _PATRONS.c.email),
+            rows)
+        return [(card, patron_id, email) for card, patron_id, email in inserted]
+    session.execute(insert(_PATRONS), rows)
+    query = select(Patron.card_number, Patron.id, Patron.email)
+    return [(card, patron_id, email) for card, patron_id, email in session.execute(
+        query.where(Patron.card_number.in_([row["card_number"] for row in rows])))]
 
 
 def _stored_fields(session: Session, cards: Collection[str], names: Collection[str]
