@@ -222,21 +222,19 @@ def machine() -> list[str]:
 SECTION_TITLES = {"sqlite": "## SQLite", "postgresql": "## PostgreSQL"}
 RESULTS_INTRO = """# Benchmark results
 
-Written by `python -m benchmarks` (see README.md): each run replaces the section of its database and
-keeps the other. Every figure is the median of the runs, with the minimum and maximum in brackets;
-each baseline was measured in the same run, on the same data and database. A ratio of 1.00 is the
-baseline's speed (ours ÷ baseline for rates, baseline ÷ ours for times).
+Written by `python -m benchmarks` (see README.md): each run replaces the rows it measured in the
+section of its database and keeps the rest. Every figure is the median of the runs, with the
+minimum and maximum in brackets; each baseline was measured in the same run, on the same data and
+database. A ratio of 1.00 is the baseline's speed (ours ÷ baseline for rates, baseline ÷ ours for
+times).
 """
 
 
 def write_results(path: Path, database: str, command: str, started: str, rows: list[Row],
                   header: list[str], postgres_version: str | None) -> None:
-    """Write `database`'s section of RESULTS.md (the machine, the command, every row measured),
-    keeping the other database's section as it was."""
-    lines = [SECTION_TITLES[database], "", f"`{command}`, started {started}:", "", *header]
-    if postgres_version:
-        lines.append(f"- PostgreSQL: {postgres_version}")
-    lines += ["", TABLE_HEADER, *[row.line() for row in rows], ""]
+    """Update `database`'s section of RESULTS.md: the rows measured replace those of the same
+    workload (the others stay, with the runs that measured them listed), and the machine is the
+    latest run's. The other database's section stays as it was."""
     sections = {name: "" for name in SECTION_TITLES}
     if path.exists():
         text = path.read_text(encoding="utf-8")
@@ -245,7 +243,17 @@ def write_results(path: Path, database: str, command: str, started: str, rows: l
             if start >= 0:
                 ends = [text.find(other + "\n", start + 1) for other in SECTION_TITLES.values()]
                 end = min([e for e in ends if e > start] or [len(text)])
-                sections[name] = text[start:end].rstrip() + "\n"
-    sections[database] = "\n".join(lines)
+                sections[name] = text[start:end]
+    old = sections[database].splitlines()
+    runs = [line for line in old if line.startswith("- run: ")]
+    kept = {line.split("|")[1].strip(): line for line in old
+            if line.startswith("| ") and not line.startswith(("| workload", "| ---"))}
+    for row in rows:
+        kept[row.workload] = row.line()
+    runs.append(f"- run: `{command}`, started {started}: "
+                f"{', '.join(row.workload for row in rows) or 'nothing'}")
+    machine_lines = [*header] + ([f"- PostgreSQL: {postgres_version}"] if postgres_version else [])
+    sections[database] = "\n".join([SECTION_TITLES[database], "", *runs, "", "Latest run on:", "",
+                                     *machine_lines, "", TABLE_HEADER, *kept.values(), ""])
     body = "\n".join(section.rstrip() + "\n" for section in sections.values() if section)
     path.write_text(RESULTS_INTRO + "\n" + body, encoding="utf-8")

@@ -275,6 +275,10 @@ def load_library(database_url: str, count: int, seed: int = SEED, batch: int = 2
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                     f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"))
             session.commit()
+            # A library in service has statistics; a freshly loaded one gets them only when
+            # autovacuum comes by, and until then the planner may scan where it would use an index.
+            session.execute(text("ANALYZE"))  # (unlike VACUUM, it runs inside a transaction)
+            session.commit()
         session.remove()
         db.engine.dispose()
     return stats
