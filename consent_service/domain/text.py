@@ -43,6 +43,8 @@ def clean_text(value: str, *, field: str, multiline: bool = False) -> str:
     :raise UnsafeTextError: naming `field` and the character, for a control character or a
         bidirectional override anywhere in the text (see `unsafe_character`).
     """
+    if value.isascii() and value.isprintable():
+        return value  # printable ASCII: already NFC, no control or bidi character (most of an import)
     text = unicodedata.normalize("NFC", value)
     if multiline:
         text = text.replace("\r\n", "\n").replace("\r", "\n")

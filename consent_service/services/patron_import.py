@@ -10,13 +10,14 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import String, select, update
+from sqlalchemy import String, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from consent_service.domain.addresses import InvalidEmailError, normalize_email
 from consent_service.domain.consent_map import load_consent_map
 from consent_service.domain.ils_formats import GENERIC_COLUMNS
 from consent_service.models import GuardianLink, Patron
+from consent_service.models.columns import new_public_id
 from consent_service.services.context import ServiceContext
 from consent_service.services.csv_input import CsvRow, ImportReport, row_of_values
 from consent_service.services.guardians.consent_request import request_consent_for_links
@@ -28,6 +29,7 @@ MULTILINE_COLUMNS = ("street",)  # a street address may hold two lines (`1 Main 
 LANGUAGES = ("en", "es")
 STATUSES = ("active", "inactive")
 CHUNK = 500  # rows per query and per flush (well under every database's parameter limit)
+ANALYZE_AFTER = 10_000  # patrons created by one import, after which PostgreSQL re-reads the table
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MAX_LENGTH: dict[str, int] = {
@@ -102,8 +104,9 @@ def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: da
     without the guardian the file names). A row that creates a guardian link counts as updated.
     A row that changes nothing is `unchanged` and keeps its `updated_at`.
 
-    Rows are written a chunk at a time: one query loads the chunk's stored patrons, one flush writes
-    them, so memory holds the file's rows but not an object per patron.
+    Rows are written a chunk at a time, set-based (see `_write_patrons`), so memory holds the
+    file's rows but not an object per patron. On PostgreSQL, an import that created 10,000
+    patrons or more then runs ANALYZE on the patrons table, so the next one finds them by index.
     """
     report = PatronImportReport()
     tick = on_row or _no_progress
@@ -139,6 +142,11 @@ def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: da
             session.rollback()
             return PatronImportReport(problems=report.problems, notes=report.notes)
     session.commit()
+    if report.created >= ANALYZE_AFTER and session.get_bind().dialect.name == "postgresql":
+        # Fresh statistics: a planner that still counts the table as small scans all of it for
+        # each chunk of the next import (measured: 16 s instead of 4.5 s for 20,000 patrons).
+        session.execute(text("ANALYZE patrons"))
+        session.commit()
     return report
 
 
@@ -358,34 +366,90 @@ def _reject_unknown_guardians(rows: list[_PatronRow], first_by_card: dict[str, _
 def _write_patrons(session: Session, rows: list[_PatronRow], stored: dict[str, _Stored],
                    now: datetime, tick: Callable[[], None]) -> dict[str, str]:
     """Create or update the good rows' patrons, a chunk of rows at a time; the outcome of each good
-    row by card number. Patrons created are added to `stored`."""
+    row by card number. Patrons created are added to `stored`.
+
+    Set-based: per chunk, one query reads the stored values of the columns the rows give, one
+    executemany inserts the new patrons and one query reads their ids, and one executemany updates
+    the changed ones by primary key; no ORM object is made per patron."""
     outcomes: dict[str, str] = {}
     for start in range(0, len(rows), CHUNK):
         chunk = [row for row in rows[start:start + CHUNK] if not row.problems]
         for _ in range(min(CHUNK, len(rows) - start) - len(chunk)):
             tick()
-        existing = load_patrons_by_card(session, [row.card for row in chunk if row.card in stored])
-        created: list[Patron] = []
+        current = _stored_fields(session, [row.card for row in chunk if row.card in stored],
+                                 {name for row in chunk for name in row.fields})
+        created: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
         for row in chunk:
-            patron = existing.get(row.card)
-            if patron is None:
-                patron = Patron(card_number=row.card, created_at=now, updated_at=now, **row.fields)
-                session.add(patron)
-                created.append(patron)
+            values = current.get(row.card)
+            if values is None:
+                created.append({**_NEW_PATRON, "card_number": row.card,
+                                "public_id": new_public_id(), "created_at": now,
+                                "updated_at": now, **row.fields})
                 outcomes[row.card] = "created"
             else:
                 changes = {name: value for name, value in row.fields.items()
-                           if getattr(patron, name) != value}
-                for name, value in changes.items():
-                    setattr(patron, name, value)
+                           if values[name] != value}
                 if changes:
-                    patron.updated_at = now
+                    changed.append({"id": stored[row.card].id, **changes, "updated_at": now})
                 outcomes[row.card] = "updated" if changes else "unchanged"
             tick()
-        session.flush()
-        for patron in created:
-            stored[patron.card_number] = _Stored(patron.id, patron.email)
+        if created:
+            for card, patron_id, email in _insert_patrons(session, created):
+                stored[card] = _Stored(patron_id, email)
+        for same_columns in _by_columns(changed):
+            session.execute(update(Patron), same_columns)
     return outcomes
+
+
+_PATRONS = Patron.__table__  # inserted with Core executemany: no ORM object per row
+
+# What a patron created from a row holds in the columns the row does not give: the model's defaults.
+_NEW_PATRON: dict[str, Any] = {
+    column.name: (column.default.arg if column.default is not None and column.default.is_scalar
+                  else None)
+    for column in Patron.__table__.columns
+    if column.name in (*TEXT_COLUMNS, "email", "address_key", "birth_date", "preferred_language",
+                       "status")
+}
+
+
+def _insert_patrons(session: Session, rows: list[dict[str, Any]]) -> list[tuple[str, int, str | None]]:
+    """Insert these patrons with one executemany; the card number, id and email of each.
+
+    PostgreSQL gives the ids back with RETURNING (a thousand rows a statement). On SQLite, RETURNING
+    would split the insert into statements of a few dozen rows (its parameter limit), so the ids are
+    read back by card number instead; PostgreSQL must not do that, as the rows are not committed
+    yet and the planner, knowing no statistics of them, scans the whole table for each chunk."""
+    if session.get_bind().dialect.name == "postgresql":
+        inserted = session.execute(
+            insert(_PATRONS).returning(_PATRONS.c.card_number, _PATRONS.c.id, _PATRONS.c.email),
+            rows)
+        return [(card, patron_id, email) for card, patron_id, email in inserted]
+    session.execute(insert(_PATRONS), rows)
+    query = select(Patron.card_number, Patron.id, Patron.email)
+    return [(card, patron_id, email) for card, patron_id, email in session.execute(
+        query.where(Patron.card_number.in_([row["card_number"] for row in rows])))]
+
+
+def _stored_fields(session: Session, cards: Collection[str], names: Collection[str]
+                   ) -> dict[str, dict[str, Any]]:
+    """The stored values of the columns `names`, of the patrons with these card numbers, by card."""
+    columns = [Patron.__table__.c[name] for name in sorted(names)]
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(cards):
+        query = select(Patron.card_number, *columns).where(Patron.card_number.in_(chunk))
+        for row in session.execute(query):
+            found[row[0]] = dict(zip((column.name for column in columns), row[1:], strict=True))
+    return found
+
+
+def _by_columns(changes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The updates grouped by the columns they set (one executemany per group)."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for change in changes:
+        groups.setdefault(frozenset(change), []).append(change)
+    return list(groups.values())
 
 
 def _link_guardians(session: Session, rows: list[_PatronRow], stored: dict[str, _Stored],

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from consent_service import create_app
 from consent_service.config import DEV_ADDRESS_HASH_KEY, DEV_SECRET_KEY, UnsafeConfigError
@@ -325,3 +327,19 @@ def test_the_flask_command_reports_a_malformed_setting_in_one_line(tmp_path: Pat
     assert "Traceback" not in done.stderr
     assert done.stderr.strip() == ("Error: CONSENT_SENDGRID_WEBHOOK_MAX_AGE must be a whole number, "
                                    "not 'two days'")
+
+
+def test_a_sqlite_database_file_is_used_in_write_ahead_log_mode(tmp_path: Path):
+    """Readers then never wait for a one-click writer in another worker, and a commit writes once."""
+    database = tmp_path / "consent.sqlite3"
+    app = create_app(app_config(tmp_path, SQLALCHEMY_DATABASE_URI=f"sqlite:///{database}"))
+    with app.app_context():
+        db.create_all()
+        mode = db.session.execute(text("PRAGMA journal_mode")).scalar()
+        synchronous = db.session.execute(text("PRAGMA synchronous")).scalar()
+        db.session.remove()
+        db.engine.dispose()
+    assert mode == "wal"
+    assert synchronous == 2  # FULL: a committed decision survives a power cut
+    with closing(sqlite3.connect(database)) as plain:  # the mode is kept in the file itself
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -1,8 +1,10 @@
 """Email addresses: what a real mailbox can have is accepted and normalised; the rest is refused."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from consent_service.domain.addresses import InvalidEmailError, normalize_email
+from consent_service.domain.addresses import InvalidEmailError, full_check, normalize_email
 
 
 @pytest.mark.parametrize(("raw", "normalized"), [
@@ -39,3 +41,24 @@ def test_an_address_another_system_reports_is_read_without_the_local_part_rule()
     assert normalize_email("A&B@Example.org", strict=False) == "a&b@example.org"
     with pytest.raises(InvalidEmailError):
         normalize_email("no-at-sign.example.org", strict=False)
+
+
+PLAIN_LOOKING = st.from_regex(
+    r"[A-Za-z0-9][A-Za-z0-9._+'-]{0,20}@([A-Za-z0-9-]{1,12}\.){1,3}[A-Za-z]{1,8}", fullmatch=True)
+
+
+@settings(max_examples=500)
+@given(st.one_of(PLAIN_LOOKING, st.text(max_size=40), st.sampled_from([
+    "a@b.test", "a@b.LOCAL", "a@xn--abc.com", "a@b-.com", "a.@b.co", "a..b@c.co", "x@b.co.", " a@b.co ",
+    "a@b.onion", "a@localhost", "a@b.c", "é@b.co", "a@b--c.co", "o'brien@example.org"])),
+    st.booleans())
+def test_the_everyday_shortcut_gives_what_the_full_check_gives(raw: str, strict: bool) -> None:
+    try:
+        expected: str | Exception = full_check(raw.strip(), strict=strict)
+    except InvalidEmailError as error:
+        expected = error
+    if isinstance(expected, Exception):
+        with pytest.raises(InvalidEmailError):
+            normalize_email(raw, strict=strict)
+    else:
+        assert normalize_email(raw, strict=strict) == expected

@@ -1,5 +1,7 @@
 """Stored text: NFC, no control characters, no bidirectional overrides."""
 
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,3 +33,16 @@ def test_clean_text_output_never_holds_an_unsafe_character(text):
     except UnsafeTextError:
         return
     assert unsafe_character(cleaned) is None
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)) | st.text(), st.booleans())
+def test_printable_ascii_shortcut_gives_what_the_full_rule_gives(value: str, multiline: bool) -> None:
+    """clean_text returns printable ASCII as it is; that is what normalising and checking give."""
+    expected = unicodedata.normalize("NFC", value)
+    if multiline:
+        expected = expected.replace("\r\n", "\n").replace("\r", "\n")
+    if unsafe_character(expected, multiline=multiline) is not None:
+        with pytest.raises(UnsafeTextError):
+            clean_text(value, field="name", multiline=multiline)
+    else:
+        assert clean_text(value, field="name", multiline=multiline) == expected

@@ -79,14 +79,22 @@ class ChildChoices:
 
 
 def child_choices(session: Session, ctx: ServiceContext, child: Patron, *,
-                  now: datetime) -> ChildChoices:
+                  now: datetime, standing: Standing | None = None,
+                  topics: Sequence[tuple[str, dict[str, str]]] | None = None) -> ChildChoices:
     """What a guardian decides for `child` today, each with the decision in force on the child's
-    record; for a teen under 17 also what the teen decides now. Nothing for 17 and older."""
+    record; for a teen under 17 also what the teen decides now. Nothing for 17 and older.
+
+    `standing` (the child's, from `load_standings` with every purpose) and `topics` (from
+    `load_topics`) may be given by a caller that loaded them for many children at once."""
     today = ctx.today(now)
     age = age_on(child.birth_date, today) if child.birth_date else None
-    standing = load_standings(session, [child])[child.id]
+    if standing is None:
+        standing = load_standings(session, [child])[child.id]
     method = ctx.guardians.vendor_method
-    topics = _topics(session) if child.email else []
+    if not child.email:
+        topics = []
+    elif topics is None:
+        topics = load_topics(session)
     deciding = guardian_purposes(ctx.catalog, child.birth_date, today)
     choices = [choice for purpose in deciding
                for choice in _purpose_choices(purpose, topics, standing, today, method)]
@@ -101,7 +109,8 @@ def child_choices(session: Session, ctx: ServiceContext, child: Patron, *,
     return ChildChoices(child, age, choices, teen)
 
 
-def _topics(session: Session) -> list[tuple[str, dict[str, str]]]:
+def load_topics(session: Session) -> list[tuple[str, dict[str, str]]]:
+    """The configured email topics as the choices show them: key and names, by name."""
     topics = session.scalars(select(Topic).order_by(Topic.name))
     return [(topic.key, topic_names(topic)) for topic in topics]
 

@@ -23,6 +23,7 @@ from consent_service.domain.text import UnsafeTextError, clean_text
 from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, LinkClaims, LinkKind
 from consent_service.mail.compose import template_language
 from consent_service.models import GuardianLink, GuardianRequest, Patron
+from consent_service.models.columns import new_guardian_request_id
 from consent_service.services.context import ServiceContext
 from consent_service.services.guardians.choices import (
     NOTICE_VERSION,
@@ -34,6 +35,7 @@ from consent_service.services.guardians.choices import (
     child_choices,
     decide_choices,
     in_force,
+    load_topics,
 )
 from consent_service.services.guardians.notices import (
     guardian_address,
@@ -41,13 +43,13 @@ from consent_service.services.guardians.notices import (
     queue_confirmation,
     queue_notice,
 )
-from consent_service.services.standing import load_standings
+from consent_service.services.standing import Standing, load_standings
 
 _CHUNK = 500
 
 
 def needs_guardian_request(session: Session, ctx: ServiceContext, child: Patron, *,
-                           now: datetime) -> bool:
+                           now: datetime, standing: Standing | None = None) -> bool:
     """Whether linking a guardian to `child` asks them for consent: an active child under 13, or
     an active minor under 17 whose card has no guardian permission in force."""
     if child.status != "active" or child.birth_date is None:
@@ -58,53 +60,71 @@ def needs_guardian_request(session: Session, ctx: ServiceContext, child: Patron,
         return True
     if age >= MINOR_CARD_AGE:
         return False
-    standing = load_standings(session, [child], purposes=[MINOR_CARD])[child.id]
+    if standing is None:
+        standing = load_standings(session, [child], purposes=[MINOR_CARD])[child.id]
     return not standing.verdict(ctx.catalog.get(MINOR_CARD), None, today).allowed
 
 
 def request_guardian_consent(session: Session, ctx: ServiceContext, child: Patron,
-                             link: GuardianLink, *, now: datetime) -> GuardianRequest | None:
+                             link: GuardianLink, *, now: datetime,
+                             standing: Standing | None = None,
+                             topics: Sequence[tuple[str, dict[str, str]]] | None = None,
+                             new_link: bool = False) -> GuardianRequest | None:
     """Ask the guardian of `link` for their consent for `child`, in the caller's transaction (the
     caller commits): create the request and queue the notice email (category notice).
 
     Returns the link's pending request if it has one (nothing is sent again), and None when the
     child needs no guardian's consent or the guardian has no email address. The request expires
-    CONSENT_GUARDIAN_RESPONSE_DAYS after `now`.
+    CONSENT_GUARDIAN_RESPONSE_DAYS after `now`. `standing` (the child's, every purpose) and
+    `topics` may be given by a caller that loaded them for many children at once; `new_link` says
+    the link was made in this transaction, so it has no request yet (none is looked for), and the
+    request is left for the caller's next flush.
     """
-    if not needs_guardian_request(session, ctx, child, now=now):
+    if not needs_guardian_request(session, ctx, child, now=now, standing=standing):
         return None
-    pending = _pending_request(session, link, now)
-    if pending is not None:
-        return pending
+    if not new_link:
+        pending = _pending_request(session, link, now)
+        if pending is not None:
+            return pending
     address = guardian_address(session, link)
     if address is None:
         return None
     guardian = session.get(Patron, link.guardian_id) if link.guardian_id is not None else None
     language = guardian.preferred_language if guardian is not None else child.preferred_language
     request = GuardianRequest(
-        child_id=child.id, guardian_link_id=link.id, to_email=address,
+        public_id=new_guardian_request_id(), child_id=child.id, guardian_link_id=link.id,
+        to_email=address,
         language=template_language(language), notice_version=NOTICE_VERSION, status="pending",
         created_at=now, expires_at=now + timedelta(days=ctx.guardians.response_days),
         last_sent_at=now)
     session.add(request)
-    session.flush()
-    queue_notice(session, ctx, request, child, link, now=now, reminder=False)
+    if not new_link:
+        session.flush()
+    queue_notice(session, ctx, request, child, link, now=now, reminder=False, standing=standing,
+                 topics=topics)
     return request
 
 
 def request_consent_for_links(session: Session, ctx: ServiceContext,
                               links: Sequence[GuardianLink], *, now: datetime) -> int:
-    """`request_guardian_consent` for each of these (new) links, in the caller's transaction;
-    how many requests were made. Loads the patrons a chunk at a time."""
+    """`request_guardian_consent` for each of these links, made in the caller's transaction (so
+    they have no request yet), in that transaction;
+    how many requests were made. Loads the patrons, and the children's standings, a chunk at a
+    time (a few queries per chunk, not per child); the topics once."""
     made = 0
+    topics = load_topics(session) if links else []
     for start in range(0, len(links), _CHUNK):
         chunk = links[start:start + _CHUNK]
         ids = {link.child_id for link in chunk} | {link.guardian_id for link in chunk
                                                    if link.guardian_id is not None}
         patrons = {p.id: p for p in session.scalars(select(Patron).where(Patron.id.in_(ids)))}
+        standings = load_standings(session, [patrons[link.child_id] for link in chunk])
         for link in chunk:
-            if request_guardian_consent(session, ctx, patrons[link.child_id], link, now=now):
+            if request_guardian_consent(session, ctx, patrons[link.child_id], link, now=now,
+                                        standing=standings[link.child_id], topics=topics,
+                                        new_link=True):
                 made += 1
+        session.flush()
     return made
 
 

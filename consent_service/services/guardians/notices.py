@@ -19,6 +19,7 @@ from consent_service.models import GuardianLink, GuardianRequest, Patron
 from consent_service.services.context import ServiceContext
 from consent_service.services.guardians.choices import DecisionLine, child_choices
 from consent_service.services.outgoing_mail import queue_email
+from consent_service.services.standing import Standing
 from consent_service.services.topics import name_in
 
 
@@ -46,9 +47,13 @@ def _local_date(ctx: ServiceContext, at: datetime, language: str) -> str:
 
 
 def queue_notice(session: Session, ctx: ServiceContext, request: GuardianRequest, child: Patron,
-                  link: GuardianLink, *, now: datetime, reminder: bool) -> None:
+                  link: GuardianLink, *, now: datetime, reminder: bool,
+                  standing: Standing | None = None,
+                  topics: Sequence[tuple[str, dict[str, str]]] | None = None) -> None:
+    """Queue the notice (or reminder) asking the guardian of `link` to decide for `child`;
+    `standing` and `topics` as `child_choices` takes them."""
     guardian = session.get(Patron, link.guardian_id) if link.guardian_id is not None else None
-    view = child_choices(session, ctx, child, now=now)
+    view = child_choices(session, ctx, child, now=now, standing=standing, topics=topics)
     purposes: list[dict[str, Any]] = []
     for choice in view.choices:
         if choice.vendor:
