@@ -183,6 +183,7 @@ def load_library(database_url: str, count: int, seed: int = SEED, batch: int = 2
         Topic,
         UndeliverableAddress,
     )
+    from consent_service.services.ledger_chain import chain_new_events
 
     environment = app_environment(database_url)
     app = create_app({"SQLALCHEMY_DATABASE_URI": database_url,
@@ -207,11 +208,22 @@ def load_library(database_url: str, count: int, seed: int = SEED, batch: int = 2
         rng = random.Random(seed + 1)
 
         def flush() -> None:
+            chain(tables[ConsentEvent])
             for model, rows in tables.items():
                 if rows:
                     session.execute(insert(model), rows)
                     rows.clear()
             session.commit()
+
+        def chain(rows: list[dict[str, Any]]) -> None:
+            """Chain the events as the service does (its one bulk entry point), so the ledger
+            of the generated library verifies like a real one."""
+            events = [ConsentEvent(**row) for row in rows]
+            chain_new_events(session, events)
+            for row, event in zip(rows, events, strict=True):
+                row.update({name: getattr(event, name) for name in (
+                    "evidence", "evidence_salts", "evidence_digests", "chain_key", "chain_seq",
+                    "prev_hash", "hash")})
 
         def decide(p: GeneratedPatron, key: str | None, purpose: str, topic: str, decision: str,
                    actor: str) -> None:
