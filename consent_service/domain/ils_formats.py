@@ -1,8 +1,11 @@
 """The patron exports of the ILSs libraries run (Koha, Evergreen, Sierra, Polaris), read into the
 columns of our own patron import.
 
-Each format knows its system's column names (from the system's own schema or loader, see
-`../shared/ecosystem.md` and the README's "From your ILS"), which of them we use, how its values are
+Each format knows its system's column names, taken from the system's own sources: Koha's
+`installer/data/mysql/kohastructure.sql` and `Koha/Patrons/Import.pm`, Evergreen's
+`Open-ILS/src/support-scripts/patron_loader.pl.in`, Sierra's patron field definitions (fixed field
+51 BIRTH DATE, variable field `z` EMAIL ADDR) and Polaris's PatronRegistration fields; the README's
+"From your ILS" says what each format reads. It knows which columns we use, how its values are
 written (Sierra's `LAST, FIRST` names and `MM-DD-YYYY` dates, several addresses in one EMAIL ADDR,
 Koha's `CODE:value` patron attributes...) and how to tell its header from the others'. Reading a
 row gives our column names and values, notes for the operator (the first of several addresses was
