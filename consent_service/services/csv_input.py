@@ -156,7 +156,7 @@ def open_table(path: Path, encoding: str | None = None) -> Iterator[Table]:
         sample = handle.read(_SAMPLE)
         chosen = _encoding(path, handle, sample, encoding)
         handle.seek(0)
-        delimiter = _delimiter(_first_line(sample, chosen))
+        delimiter = sniff_delimiter(_first_line(sample, chosen))
         records = _Records(handle, path.name, chosen, delimiter)
         header: list[str] | None = []
         while header is not None and not any(cell.strip() for cell in header):
@@ -181,8 +181,7 @@ def _encoding(path: Path, handle: BinaryIO, sample: bytes, asked: str | None) ->
             raise ImportFileError(
                 f"{path.name}: encoding {asked!r} is not one of: {', '.join(ENCODINGS)}")
         return asked.lower()
-    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
-            sample.count(b"\x00") * 10 > len(sample)):
+    if _looks_utf16(sample):
         raise ImportFileError(
             f"{path.name}: the file holds NUL bytes, so it is not CSV text (UTF-16, or a "
             f"spreadsheet's own format?); save it as \"CSV UTF-8\" and import it again")
@@ -211,8 +210,7 @@ def _encoding(path: Path, handle: BinaryIO, sample: bytes, asked: str | None) ->
 def decode_text(data: bytes, what: str) -> str:
     """Uploaded bytes as text, read as files are (`open_table`): UTF-8 with or without a byte-order
     mark, else Windows-1252; ImportFileError naming `what` when they are neither (or UTF-16)."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
-            data.count(b"\x00") * 10 > len(data)):
+    if _looks_utf16(data):
         raise ImportFileError(f"{what} is not CSV text (UTF-16, or a spreadsheet's own format?); "
                               f"save it as \"CSV UTF-8\"")
     for encoding in ("utf-8-sig", "windows-1252"):
@@ -223,9 +221,11 @@ def decode_text(data: bytes, what: str) -> str:
     raise ImportFileError(f"{what} is neither UTF-8 nor Windows-1252 text; save it as \"CSV UTF-8\"")
 
 
-def sniff_delimiter(line: str) -> str:
-    """The delimiter a header line holds most of, outside quotes (see `open_table`)."""
-    return _delimiter(line)
+def _looks_utf16(sample: bytes) -> bool:
+    """A UTF-16 byte-order mark, or NUL bytes throughout (UTF-16 without one, or a spreadsheet's
+    own format); a stray NUL in a value is its row's problem instead."""
+    return sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+        sample.count(b"\x00") * 10 > len(sample))
 
 
 def _first_line(sample: bytes, encoding: str) -> str:
@@ -236,8 +236,8 @@ def _first_line(sample: bytes, encoding: str) -> str:
     return ""
 
 
-def _delimiter(line: str) -> str:
-    """The delimiter the header line holds most of outside quotes; a comma on a tie or none."""
+def sniff_delimiter(line: str) -> str:
+    """The delimiter a header line holds most of outside quotes; a comma on a tie or none."""
     counts = dict.fromkeys(DELIMITERS, 0)
     quoted = False
     for char in line:

@@ -389,3 +389,16 @@ def test_a_terminal_gets_a_progress_bar_with_a_rate_and_the_summary_after_it(tmp
     assert "Importing patrons" in screen
     assert re.search(r"3/3 .*rows, [\d,]+/s", screen), screen
     assert ran.stdout.strip().splitlines()[-1] == "created 3, updated 0, unchanged 0, rejected 0"
+
+
+def test_when_the_problems_file_cannot_be_written_every_invalid_line_is_printed(runner, session,
+                                                                              tmp_path):
+    path = tmp_path / "big.csv"
+    bad = [f"{3000 + n},Ana,Reyes,not-an-email,1990-01-01,,Denver" for n in range(25)]
+    path.write_text("\n".join([HEADER, *bad]) + "\n", encoding="utf-8")
+    (tmp_path / "big.csv.problems.csv").mkdir()  # in the way of the file
+    result = run(runner, path, "--skip-invalid")
+    assert result.exit_code == 0, result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("line ")]) == 25
+    assert f"(could not write {tmp_path / 'big.csv.problems.csv'}: Is a directory)" in (
+        result.output)

@@ -111,6 +111,8 @@ def test_a_sheet_excel_saved_with_semicolons_in_windows_1252_is_read(client, ses
     ({"cards": "", "file": (io.BytesIO("21000001\n".encode("utf-16")), "sheet.txt")},
      "The file is not CSV text (UTF-16, or a spreadsheet's own format?); save it as "
      "\"CSV UTF-8\"."),
+    ({"cards": "", "file": (io.BytesIO(b"21000001\x81\n"), "sheet.csv")},
+     "The file is neither UTF-8 nor Windows-1252 text; save it as \"CSV UTF-8\"."),
     ({"cards": "21000001\x00"},
      "The list of card numbers contains a character that is not allowed: U+0000 (control character)."),
 ])
