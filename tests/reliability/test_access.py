@@ -9,8 +9,10 @@ import re
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from consent_service.domain.tokens import LinkKind
+from consent_service.models import StaffUser
 from tests.conftest import NOW
 from tests.integration.api.test_api_authorisation import CARD as API_CARD
 from tests.integration.api.test_api_authorisation import ROUTES as API_ROUTES
@@ -224,3 +226,19 @@ def test_signing_out_on_one_browser_ends_the_members_sessions_on_every_other(app
 
     assert sign_in(office, "admin@library.example.org").status_code == 302
     assert office.get("/staff/").status_code == 200
+
+
+def test_a_deactivated_members_sessions_stay_ended_if_the_account_is_made_active_again(
+        app, client, session):
+    """Deactivation ends the member's sessions for good, not only while the account is inactive
+    (no page reactivates an account today; a database edit stands in for one)."""
+    _, token = signed_in(client, session, "admin")
+    clerk = app.test_client()
+    member, _ = signed_in(clerk, session, "staff")
+    assert client.post(f"/staff/admin/staff/{member.id}/deactivate",
+                       data={"csrf_token": token}).status_code == 302
+    session.execute(update(StaffUser).where(StaffUser.id == member.id).values(active=True))
+    session.commit()
+    assert clerk.get("/staff/").status_code == 302
+    assert sign_in(clerk, member.email).status_code == 302  # a new sign-in works
+    assert clerk.get("/staff/").status_code == 200

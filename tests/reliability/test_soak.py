@@ -168,8 +168,8 @@ def test_a_minute_of_mixed_load_on_gunicorn_and_sqlite_has_no_errors_and_flat_me
 
     with http_load.gunicorn_process(env, tmp_path, workers=WORKERS) as (port, master):
         # pages with a question to answer (an inactive patron's, for one, has none)
-        opened = [page for page in (open_page(port, path) for path in pages[:60])
-                  if {"opt_in", "opt_out"} & set(page.values.values())]
+        opened = [held for held in (open_page(port, path) for path in pages[:60])
+                  if {"opt_in", "opt_out"} & set(held.values.values())]
         assert len(opened) >= 30, f"only {len(opened)} of 60 preference pages have a question"
         save_rng = random.Random(SEED)
         save_lock = threading.Lock()
@@ -206,7 +206,7 @@ def test_a_minute_of_mixed_load_on_gunicorn_and_sqlite_has_no_errors_and_flat_me
              f"{sum(CLIENTS.values())} client threads"]
     for kind in kinds:
         result = results[kind]
-        lines.append(f"soak: {kind:<16} {result.requests:6,} requests ({CLIENTS[kind]} clients), "
+        lines.append(f"soak: {kind:<16} {CLIENTS[kind]} threads, {result.requests:6,} requests, "
                      f"p50 {result.p50_ms:7.1f} ms, p99 {result.p99_ms:7.1f} ms, "
                      f"{result.errors} errors" + (f" (first: {result.first_error})"
                                                   if result.first_error else ""))
