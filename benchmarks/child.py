@@ -99,8 +99,9 @@ def export_baseline(database_url: str, output: str) -> dict[str, Any]:
 
 def prepare_http(database_url: str, links: int, out: str) -> dict[str, Any]:
     """What the HTTP clients need, written to `out` as JSON: one-click unsubscribe links (for the
-    `events` topic) of `links` patrons with email spread over the library, cards to ask eligibility
-    about, and an API key with `consents:read`; plus the baseline webhook endpoint's table."""
+    `events` topic) and preference-center links of `links` patrons with email spread over the
+    library, cards to ask eligibility about, and an API key with `consents:read`; plus the baseline
+    webhook endpoint's table."""
     from sqlalchemy import func, select, text
 
     from benchmarks.harness import PUBLIC_BASE_URL
@@ -120,6 +121,8 @@ def prepare_http(database_url: str, links: int, out: str) -> dict[str, Any]:
                 Patron.email.is_not(None), (Patron.id % step) == 0).limit(links)).all()
         tokens = [ctx.link(LinkKind.UNSUBSCRIBE, public_id, "events").removeprefix(PUBLIC_BASE_URL)
                   for public_id, _ in rows]
+        preferences = [ctx.link(LinkKind.PREFERENCES, public_id).removeprefix(PUBLIC_BASE_URL)
+                       for public_id, _ in rows]
         cards = [card for _, card in rows]
         _, key = create_api_key(db.session, f"benchmark-{secrets.token_hex(4)}", ["consents:read"],
                                 now=datetime.now(UTC))
@@ -128,7 +131,8 @@ def prepare_http(database_url: str, links: int, out: str) -> dict[str, Any]:
             "CREATE TABLE bench_webhook_events (sg_event_id VARCHAR(100), email VARCHAR(320), "
             "event VARCHAR(40), occurred_at TIMESTAMP, asm_group_id INTEGER)"))
         db.session.commit()
-    Path(out).write_text(json.dumps({"unsubscribe_paths": tokens, "cards": cards, "api_key": key}))
+    Path(out).write_text(json.dumps({"unsubscribe_paths": tokens, "preference_paths": preferences,
+                                     "cards": cards, "api_key": key}))
     return {"links": len(tokens)}
 
 

@@ -78,7 +78,8 @@ def run_measured(command: list[str], name: str, workdir: Path, env: dict[str, st
         process = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT, env=environment)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status) != 0:
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        if process.returncode != 0:
             err.seek(0)
             raise BenchmarkError(f"{name} failed:\n{err.read().decode(errors='replace')[-3000:]}")
         out.seek(0)

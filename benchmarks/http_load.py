@@ -55,6 +55,15 @@ def free_port() -> int:
 @contextmanager
 def gunicorn(env: dict[str, str], workdir: Path, workers: int = 2) -> Iterator[int]:
     """gunicorn with `workers` sync workers serving benchmarks.server:app; yields its port."""
+    with gunicorn_process(env, workdir, workers) as (port, _process):
+        yield port
+
+
+@contextmanager
+def gunicorn_process(env: dict[str, str], workdir: Path, workers: int = 2
+                     ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """As `gunicorn`, yielding the master process too (its children are the workers); its log is
+    `workdir/gunicorn.log`."""
     port = free_port()
     log = (workdir / "gunicorn.log").open("wb")
     process = subprocess.Popen(
@@ -75,7 +84,7 @@ def gunicorn(env: dict[str, str], workdir: Path, workers: int = 2) -> Iterator[i
             if time.monotonic() > deadline:
                 raise BenchmarkError("gunicorn did not answer /healthz within 60 s")
             time.sleep(0.2)
-        yield port
+        yield port, process
     finally:
         process.send_signal(signal.SIGTERM)
         try:

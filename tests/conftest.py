@@ -96,13 +96,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip, with the reason, what this machine cannot run: PostgreSQL-only tests on SQLite, and
     browser tests without Debian's chromium, except in CI (CI=true), which installs it: there they
-    must run or fail."""
+    must run or fail. SQLite-only tests (the soak, issue 15's "embedded database") skip on
+    PostgreSQL; CI's PostgreSQL step deselects them (`-m "not sqlite_only"`), where none may skip."""
     no_postgres = pytest.mark.skip(reason="needs PostgreSQL: set CONSENT_TEST_DATABASE_URL")
+    only_sqlite = pytest.mark.skip(reason="runs on the embedded database (SQLite) only: unset "
+                                          "CONSENT_TEST_DATABASE_URL")
     no_chromium = pytest.mark.skip(reason=f"needs Chromium at {CHROMIUM}: apt-get install chromium")
     chromium_missing = not os.path.exists(CHROMIUM) and not os.environ.get("CI")
     for item in items:
         if not POSTGRES_URL and item.get_closest_marker("postgresql_only"):
             item.add_marker(no_postgres)
+        if POSTGRES_URL and item.get_closest_marker("sqlite_only"):
+            item.add_marker(only_sqlite)
         if chromium_missing and item.get_closest_marker("browser"):
             item.add_marker(no_chromium)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Integer, String
+from sqlalchemy import Boolean, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from consent_service.extensions import db
@@ -25,3 +25,6 @@ class StaffUser(db.Model):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Counts sign-outs: a login keeps the number it began under and ends once it changes, so
+    # signing out (or being deactivated) ends every copy of every session the member holds.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

@@ -1,4 +1,5 @@
-"""Staff accounts: creating them, signing in (argon2 hashes, lockout after repeated failures)."""
+"""Staff accounts: creating them, signing in (argon2 hashes, lockout after repeated failures) and
+out (every session of the member ends, server-side)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
@@ -39,18 +40,20 @@ class LoginRefusedError(ConsentServiceError):
 
 @dataclass(frozen=True)
 class StaffMember:
-    """A signed-in person as the pages see them."""
+    """A signed-in person as the pages see them. `session_epoch` is the account's count of
+    sign-outs: a login is good only while the number it began under is still the account's."""
 
     id: int
     email: str
     role: Role
+    session_epoch: int = 0
 
     def may(self, permission: Permission) -> bool:
         return may(self.role, permission)
 
 
 def _member(user: StaffUser) -> StaffMember:
-    return StaffMember(user.id, user.email, Role(user.role))
+    return StaffMember(user.id, user.email, Role(user.role), user.session_epoch)
 
 
 def create_staff(session: Session, email: str, role: str, password: str, *,
@@ -122,6 +125,16 @@ def find_staff(session: Session, staff_id: int) -> StaffMember | None:
     """The active staff member with this id (a signed-in session's), or None."""
     user = session.get(StaffUser, staff_id)
     return _member(user) if user is not None and user.active else None
+
+
+def end_sessions(session: Session, staff_id: int) -> None:
+    """End every session the staff member holds, on every device, and commit: the account's
+    session epoch goes up by one, so a session begun under the old number (the one signing out,
+    and any copy of its cookie) is refused from the next request on. One UPDATE, so two
+    sign-outs at once both count."""
+    session.execute(update(StaffUser).where(StaffUser.id == staff_id)
+                    .values(session_epoch=StaffUser.session_epoch + 1))
+    session.commit()
 
 
 def _verify(password_hash: str, password: str) -> bool:

@@ -54,8 +54,8 @@ def create_account(session: Session, email: str, role: str, *, now: datetime) ->
 
 
 def deactivate_account(session: Session, account_id: int, *, by: StaffMember) -> StaffAccount:
-    """Deactivate a staff account: it can no longer sign in, and a login it holds ends at its next
-    request. Commits.
+    """Deactivate a staff account: it can no longer sign in, and every login it holds ends at its
+    next request. Commits.
 
     :raise StaffAccountError: for an unknown or already inactive account, or the admin's own (so
         that the library is never left without an admin by mistake).
@@ -66,6 +66,8 @@ def deactivate_account(session: Session, account_id: int, *, by: StaffMember) ->
     if user.id == by.id:
         raise StaffAccountError("you cannot deactivate your own account")
     user.active = False
+    # Its sessions end for good (not only while it is inactive): see staff_accounts.end_sessions.
+    user.session_epoch = StaffUser.session_epoch + 1
     session.commit()
     return StaffAccount(user.id, user.email, user.role, user.active, user.locked_until,
                         user.last_login_at, user.created_at)

@@ -3,7 +3,9 @@ staff page uses to ask for a signed-in member whose role has a permission (domai
 
 Staff pages are in English. Every one answers `Cache-Control: no-store` (library records are
 confidential); a login lasts CONSENT_STAFF_SESSION_HOURS; sign-in is rate-limited per client and
-an account locks after repeated wrong passwords (services.staff_accounts).
+an account locks after repeated wrong passwords (services.staff_accounts). Signing out ends every
+session of the member server-side: the session holds the account's session epoch from sign-in, and
+a session whose epoch is no longer the account's is anonymous (a copied cookie included).
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ from consent_service.extensions import db, limiter, login_manager
 from consent_service.services.staff_accounts import (
     LoginRefusedError,
     StaffMember,
+    end_sessions,
     find_staff,
     sign_in,
 )
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 SIGNED_IN_AT = "staff_signed_in_at"  # in the session: when this login began (POSIX seconds)
+SESSION_EPOCH = "staff_session_epoch"  # in the session: the account's session epoch at sign-in
 
 View = TypeVar("View", bound=Callable[..., ResponseReturnValue])
 
@@ -64,8 +68,12 @@ class SignedIn(UserMixin):  # type: ignore[misc]
 
 @login_manager.user_loader
 def _load(user_id: str) -> SignedIn | None:
+    """The session's staff member, if the account is active and has not signed out (nor been
+    deactivated) since this session began: else the session is anonymous."""
     member = find_staff(db.session, int(user_id)) if user_id.isdigit() else None
-    return SignedIn(member) if member is not None else None
+    if member is None or session.get(SESSION_EPOCH) != member.session_epoch:
+        return None
+    return SignedIn(member)
 
 
 @login_manager.unauthorized_handler
@@ -145,6 +153,7 @@ def login() -> ResponseReturnValue:
             session.clear()  # a fresh session: nothing from before signing in is carried over
             session.permanent = True
             session[SIGNED_IN_AT] = runtime.now().timestamp()
+            session[SESSION_EPOCH] = member.session_epoch
             login_user(SignedIn(member))
             return redirect(_safe_next(request.args.get("next")))
     elif request.method == "POST":
@@ -156,7 +165,9 @@ def login() -> ResponseReturnValue:
 @bp.post("/logout")
 @staff_required()
 def logout() -> ResponseReturnValue:
-    """Sign out (a POST with the page's CSRF token, so no link can sign anyone out)."""
+    """Sign out (a POST with the page's CSRF token, so no link can sign anyone out): every session
+    of this member ends, on this browser and any other, and any copy of its cookie with it."""
+    end_sessions(db.session, current_user.id)
     logout_user()
     session.clear()
     return redirect(url_for("staff.login"))

@@ -9,8 +9,10 @@ import re
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from consent_service.domain.tokens import LinkKind
+from consent_service.models import StaffUser
 from tests.conftest import NOW
 from tests.integration.api.test_api_authorisation import CARD as API_CARD
 from tests.integration.api.test_api_authorisation import ROUTES as API_ROUTES
@@ -186,18 +188,57 @@ def test_a_representative_run_logs_what_happened_and_no_link_address_or_name(
     assert not WATCH.leaks(mine)
 
 
-
-def test_a_session_cookie_copied_before_signing_out_works_only_until_the_login_expires(
-        app, client, session, clock):
-    """A known gap, bounded: the session is a signed cookie the browser keeps, so a copy taken
-    before signing out still opens the staff pages afterwards, until the login's
-    CONSENT_STAFF_SESSION_HOURS end (refusing it sooner needs server-side state: a per-member
-    sign-out time or a session id; docs/RELIABILITY.md). This proves the bound holds."""
+def test_a_session_cookie_copied_before_signing_out_gets_the_sign_in_page_after_it(
+        app, client, session):
+    """The session is a signed cookie the browser keeps; signing out ends it server-side (the
+    account's session epoch moves on), so a copy taken before signing out opens nothing, and a
+    form posted with it gets 401, not the page's work."""
     _, token = signed_in(client, session, "admin")
     copied = session_cookie(client)
-    assert client.post("/staff/logout", data={"csrf_token": token}).status_code == 302
     thief = app.test_client()
     thief.set_cookie("session", copied)
-    assert thief.get("/staff/").status_code == 200  # the gap: fix it and this line fails
-    clock.at = NOW + timedelta(hours=8, minutes=1)
-    assert thief.get("/staff/").status_code == 302
+    assert thief.get("/staff/").status_code == 200  # the copy works while the login lasts
+
+    assert client.post("/staff/logout", data={"csrf_token": token}).status_code == 302
+    page = thief.get("/staff/")
+    assert page.status_code == 302 and page.headers["Location"].startswith("/staff/login")
+    refused = thief.post("/staff/admin/topics", data={"csrf_token": token, "key": "stolen",
+                                                      "name": "Stolen"})
+    assert refused.status_code == 401
+    assert thief.get("/staff/admin/topics").status_code == 302
+
+
+def test_signing_out_on_one_browser_ends_the_members_sessions_on_every_other(app, session):
+    """Two browsers signed in as the same member: both work until one signs out, then neither
+    does, and signing in again works (with a new session) while another member stays signed in."""
+    make_staff(session, "admin")
+    make_staff(session, "staff")
+    desk, office, colleague = app.test_client(), app.test_client(), app.test_client()
+    for browser in (desk, office):
+        assert sign_in(browser, "admin@library.example.org").status_code == 302
+    assert sign_in(colleague, "staff@library.example.org").status_code == 302
+    assert desk.get("/staff/").status_code == office.get("/staff/").status_code == 200
+
+    token = csrf_token(desk.get("/staff/").text)
+    assert desk.post("/staff/logout", data={"csrf_token": token}).status_code == 302
+    assert desk.get("/staff/").status_code == office.get("/staff/").status_code == 302
+    assert colleague.get("/staff/").status_code == 200  # another member's login is theirs
+
+    assert sign_in(office, "admin@library.example.org").status_code == 302
+    assert office.get("/staff/").status_code == 200
+
+
+def test_a_deactivated_members_sessions_stay_ended_if_the_account_is_made_active_again(
+        app, client, session):
+    """Deactivation ends the member's sessions for good, not only while the account is inactive
+    (no page reactivates an account today; a database edit stands in for one)."""
+    _, token = signed_in(client, session, "admin")
+    clerk = app.test_client()
+    member, _ = signed_in(clerk, session, "staff")
+    assert client.post(f"/staff/admin/staff/{member.id}/deactivate",
+                       data={"csrf_token": token}).status_code == 302
+    session.execute(update(StaffUser).where(StaffUser.id == member.id).values(active=True))
+    session.commit()
+    assert clerk.get("/staff/").status_code == 302
+    assert sign_in(clerk, member.email).status_code == 302  # a new sign-in works
+    assert clerk.get("/staff/").status_code == 200
