@@ -9,12 +9,14 @@ import json
 import random
 import re
 import secrets
+import socket
+import struct
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -322,12 +324,14 @@ class _Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    cut: bool = False  # reset the connection part way through the answer
 
 
 @dataclass(frozen=True)
 class _Failure:
     status: int | None
     reset_after_seconds: int = 1
+    after_handling: bool = False  # the request is carried out, then the answer is cut
 
 
 def _error(status: int, message: str, field_name: str | None = None) -> _Reply:
@@ -367,6 +371,7 @@ class FakeSendGrid:
         self.invalid_emails: dict[str, dict[str, Any]] = {}
         self.sent_mail: list[dict[str, Any]] = []
         self._failures: deque[_Failure] = deque()
+        self._request_resets = 0
         self._random_failures: tuple[float, random.Random] | None = None
         self._delay_seconds = 0.0
         self._handlers: dict[str, Callable[[_Call], _Reply]] = {
@@ -425,7 +430,7 @@ class FakeSendGrid:
         """Listen on a free port of 127.0.0.1 and answer from a background thread."""
         if self._server is not None:
             raise RuntimeError("the fake SendGrid server is already running")
-        self._server = _Server(self._dispatch)
+        self._server = _Server(self._dispatch, self._take_request_reset)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -483,6 +488,7 @@ class FakeSendGrid:
                 collection.clear()
             self._random_failures = None
             self._delay_seconds = 0.0
+            self._request_resets = 0
 
     def take_violations(self) -> list[str]:
         """Return the violations recorded so far and forget them."""
@@ -571,6 +577,28 @@ class FakeSendGrid:
         """Close the connection unanswered for the next n valid requests, state untouched."""
         with self._lock:
             self._failures.extend(_Failure(None) for _ in range(n))
+
+    def reset_next(self, n: int, *, during: str = "response") -> None:
+        """Reset the connection (TCP RST) of the next n requests part way through.
+
+        `during="request"`: after the request line and headers, before the body is read; nothing
+        is recorded or changed. `during="response"`: after the request was carried out (state
+        changed, mail accepted), part way through the answer's status line, so the client cannot know
+        that it succeeded: the case in which a retry repeats a call SendGrid already honoured."""
+        if during not in ("request", "response"):
+            raise ValueError("during must be 'request' or 'response'")
+        with self._lock:
+            if during == "request":
+                self._request_resets += n
+            else:
+                self._failures.extend(_Failure(None, after_handling=True) for _ in range(n))
+
+    def _take_request_reset(self) -> bool:
+        with self._lock:
+            if self._request_resets > 0:
+                self._request_resets -= 1
+                return True
+            return False
 
     def failure_rate(self, p: float, seed: int = 0) -> None:
         """Fail a fraction p of valid requests (429, 500 or dropped), repeatably from `seed`."""
@@ -676,12 +704,12 @@ class FakeSendGrid:
         if delay > 0:
             time.sleep(delay)
         failure = self._next_failure()
-        if failure is not None:
+        if failure is not None and not failure.after_handling:
             return None if failure.status is None else self._failure_reply(failure)
         with self._lock:
             reply = handler(call)
         self._check_reply(label, operation, reply)
-        return reply
+        return replace(reply, cut=True) if failure is not None else reply
 
     def _check_reply(self, label: str, operation: _Operation, reply: _Reply) -> None:
         """Hold the fake to the spec too: its own answers must match the documented responses."""
@@ -872,9 +900,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(
-        self, dispatch: Callable[[str, str, dict[str, str], bytes], _Reply | None]
+        self,
+        dispatch: Callable[[str, str, dict[str, str], bytes], _Reply | None],
+        take_request_reset: Callable[[], bool] = lambda: False,
     ) -> None:
         self.dispatch = dispatch
+        self.take_request_reset = take_request_reset
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -888,13 +919,28 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = 30
 
+    def _reset(self) -> None:
+        """Close with a TCP reset (SO_LINGER 0), as a crashed proxy or a network fault does."""
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+
     def _respond(self) -> None:
+        if self.server.take_request_reset():
+            self._reset()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         raw_body = self.rfile.read(length) if length > 0 else b""
         headers = {name.lower(): value for name, value in self.headers.items()}
         reply = self.server.dispatch(self.command, self.path, headers, raw_body)
         if reply is None:
             self.close_connection = True
+            return
+        if reply.cut:
+            # half a status line: a client that read headers to the end of the stream would
+            # otherwise take a cut answer for a whole one
+            self.wfile.write(f"HTTP/1.1 {reply.status}"[:10].encode("ascii"))
+            self._reset()
             return
         payload = b"" if reply.body is None else json.dumps(reply.body).encode("utf-8")
         self.send_response(reply.status)
