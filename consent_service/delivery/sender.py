@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from consent_service.delivery.mailers import mailer_for
 from consent_service.extensions import db
 from consent_service.mail.backends import Mailer
-from consent_service.mail.compose import describe_error
+from consent_service.mail.compose import MailUnavailableError, describe_error
 from consent_service.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -22,11 +22,21 @@ logger = logging.getLogger(__name__)
 CLAIM_SECONDS = 600  # a claimed message is left alone this long; a crashed sender's claim lapses
 RETRY_BASE_SECONDS = 120
 RETRY_MAX_SECONDS = 6 * 3600
+PAUSE_AFTER_FAILURES = 3  # the provider failed this many messages in a row: the round stops
 
 
 def retry_delay(attempts: int) -> timedelta:
     """How long to wait after the `attempts`-th failed try: 2, 4, 8... minutes, at most 6 hours."""
     return timedelta(seconds=min(RETRY_BASE_SECONDS * 2 ** (attempts - 1), RETRY_MAX_SECONDS))
+
+
+def _retry_at(attempts: int, now: datetime, error: Exception) -> datetime:
+    """The backoff, and never before the provider's rate-limit reset (unless absurdly far)."""
+    at = now + retry_delay(attempts)
+    reset_at = error.reset_at if isinstance(error, MailUnavailableError) else None
+    if reset_at is not None and at < reset_at <= now + timedelta(seconds=RETRY_MAX_SECONDS):
+        at = reset_at
+    return at
 
 
 def _claim_next(session: Session, now: datetime) -> OutboxMessage | None:
@@ -76,6 +86,7 @@ def send_pending_mail(session: Session, mailer: Mailer, *, now: datetime, limit:
     once its claim lapses (CLAIM_SECONDS). Nothing is lost, and only that window can double.
     """
     sent = 0
+    failures_in_a_row = 0
     for _ in range(limit):
         message = _claim_next(session, now)
         if message is None:
@@ -89,12 +100,19 @@ def send_pending_mail(session: Session, mailer: Mailer, *, now: datetime, limit:
                 logger.error("mail %s (%s) failed after %d attempts, parked: %s", message.id,
                              message.template, message.attempts, message.last_error)
             else:
-                message.available_at = now + retry_delay(message.attempts)
+                message.available_at = _retry_at(message.attempts, now, exc)
                 logger.warning("mail %s (%s) attempt %d failed, retrying at %s: %s", message.id,
                                message.template, message.attempts,
                                message.available_at.isoformat(), message.last_error)
             session.commit()
+            if isinstance(exc, MailUnavailableError):
+                failures_in_a_row += 1
+                if exc.status == 429 or failures_in_a_row >= PAUSE_AFTER_FAILURES:
+                    logger.warning("mail: the provider is %s; the rest wait for the next round",
+                                   "rate-limiting" if exc.status == 429 else "failing")
+                    break
             continue
+        failures_in_a_row = 0
         message.status = "sent"
         message.sent_at = now
         message.to_address = None

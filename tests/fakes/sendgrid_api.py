@@ -361,6 +361,8 @@ class FakeSendGrid:
         self.clock: Callable[[], float] = time.time
         self.violations: list[str] = []
         self.requests: list[RecordedRequest] = []
+        # the requests it carried out (answered 2xx, or cut after they were done), in order
+        self.carried_out: list[RecordedRequest] = []
         self.groups: dict[int, dict[str, Any]] = {}
         self.group_suppressions: dict[int, set[str]] = {}
         self.group_suppression_created: dict[tuple[int, str], int] = {}
@@ -474,6 +476,7 @@ class FakeSendGrid:
             for collection in (
                 self.violations,
                 self.requests,
+                self.carried_out,
                 self.groups,
                 self.group_suppressions,
                 self.group_suppression_created,
@@ -674,8 +677,9 @@ class FakeSendGrid:
                 body = json.loads(raw_body)
             except (OSError, EOFError, ValueError) as error:
                 body_problem = f"the body is not JSON: {error}"
+        recorded = RecordedRequest(method, path, raw_query, body, dict(headers))
         with self._lock:
-            self.requests.append(RecordedRequest(method, path, raw_query, body, dict(headers)))
+            self.requests.append(recorded)
         if headers.get("authorization") != f"Bearer {self.api_key}":
             self._violate(f"{label}: missing or wrong `Authorization: Bearer <api key>` header")
             return _error(401, "authorization required")
@@ -708,6 +712,8 @@ class FakeSendGrid:
             return None if failure.status is None else self._failure_reply(failure)
         with self._lock:
             reply = handler(call)
+            if reply.status < 300:
+                self.carried_out.append(recorded)
         self._check_reply(label, operation, reply)
         return replace(reply, cut=True) if failure is not None else reply
 

@@ -469,6 +469,7 @@ def test_a_reset_connection_raises_in_the_client_and_only_a_reset_answer_was_car
     carried_out = {GROUP_ID: {"a@example.com"}} if during == "response" else {}
     assert fake.group_suppressions == carried_out
     assert len(fake.requests) == (1 if during == "response" else 0)
+    assert len(fake.carried_out) == len(fake.requests)
     assert sg.client.asm.groups.get().status_code == 200, "only the next request is reset"
 
 

@@ -1,0 +1,181 @@
+"""Fault injection, SendGrid side (issue 15, suite 4): the fake SendGrid fails (5xx), is slower than
+the client's timeout, resets connections mid-request and mid-response, and rate-limits (429 with
+X-RateLimit-Reset), while the worker sends the mail and suppression changes of a day's workload.
+In every case the final state must equal the run without faults, and no message or suppression
+change may be lost or carried out twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from consent_service import runtime
+from consent_service.delivery.sender import send_mail_task
+from consent_service.extensions import db
+from consent_service.models import OutboxMessage
+from consent_service.services.outgoing_mail import queue_email
+from tests.conftest import NOW, Clock
+from tests.fakes.sendgrid_api import FakeSendGrid, WebhookSigner
+from tests.reliability.fault_scenario import (
+    drain,
+    empty_database,
+    final_state,
+    run_workload,
+    scenario_config,
+    seed,
+    sent_mail,
+    suppression_writes,
+)
+
+# What each fault does to the fake before the worker's first round. The counts are sized to hit
+# the mail sends and the suppression calls of the first rounds (about 20 calls in all).
+FAULTS: dict[str, Callable[[FakeSendGrid], None]] = {
+    "5xx": lambda fake: fake.fail_next(6, status=503),
+    "429 with X-RateLimit-Reset": lambda fake: fake.fail_next(4, status=429,
+                                                              reset_after_seconds=900),
+    "dropped unanswered": lambda fake: fake.drop_next(4),
+    "reset mid-request": lambda fake: fake.reset_next(4, during="request"),
+    "reset mid-response": lambda fake: fake.reset_next(4, during="response"),
+    "slower than the timeout": lambda fake: fake.slow(0.8),
+    "30% of calls failing, seeded": lambda fake: fake.failure_rate(0.3, seed=20261203),
+}
+# A fault after which SendGrid may have done what was asked though the client never heard so: the
+# request reached it whole, and its answer was lost. SendGrid's Mail Send has no idempotency key,
+# so the outbox sends such a message again (losing it would be worse), with the same Message-ID.
+UNKNOWN_OUTCOME = {"reset mid-response", "slower than the timeout"}
+LOST_ANSWERS = 4  # at most: reset_next(4); a timing-out SendGrid pauses the round after 3 messages
+
+_baseline: dict[str, Any] = {}
+
+
+@pytest.fixture
+def signer() -> WebhookSigner:
+    return WebhookSigner()
+
+
+@pytest.fixture
+def run(app_factory: Callable[..., Flask], signer: WebhookSigner) -> Iterator[
+        Callable[[Callable[[FakeSendGrid], None] | None], tuple[dict[str, Any], FakeSendGrid]]]:
+    """Run the workload and drain it with a fault injected into a fresh fake SendGrid; returns the
+    final state and the fake."""
+    fakes: list[FakeSendGrid] = []
+
+    def go(fault: Callable[[FakeSendGrid], None] | None,
+           ) -> tuple[dict[str, Any], FakeSendGrid]:
+        fake = FakeSendGrid(api_key="test-key").start()
+        fakes.append(fake)
+        fake.clock = NOW.timestamp
+        clock = Clock(NOW)
+        app = app_factory(**scenario_config(fake, signer, clock))
+        seed(app, fake)
+        answers = run_workload(app, signer)
+        assert answers.not_ok() == [], answers.statuses
+        if fault is not None:
+            fault(fake)
+        rounds = drain(app, clock, between_rounds=lambda _: fake.slow(0))
+        fake.failure_rate(0)
+        state = final_state(app, fake)
+        state["rounds"] = rounds
+        empty_database(app)
+        return state, fake
+
+    yield go
+    for fake in fakes:
+        fake.stop()
+        assert fake.violations == []
+
+
+def baseline(run: Callable[..., tuple[dict[str, Any], FakeSendGrid]]) -> dict[str, Any]:
+    """The run without faults (computed once per session; the workload is deterministic)."""
+    if not _baseline:
+        state, fake = run(None)
+        _baseline.update(state=state, writes=suppression_writes(fake), mail=sent_mail(fake))
+    return _baseline
+
+
+def test_the_run_without_faults_sends_each_message_and_change_once(run):
+    expected = baseline(run)
+
+    assert expected["state"]["rounds"] == 1
+    assert len(expected["mail"]) == 9 and set(expected["mail"].values()) == {1}
+    assert expected["writes"] and set(expected["writes"].values()) == {1}
+    assert expected["state"]["sendgrid groups"] and expected["state"]["sendgrid global"]
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_after_a_sendgrid_fault_the_final_state_equals_the_run_without_faults(run, fault):
+    expected = baseline(run)
+
+    state, fake = run(FAULTS[fault])
+
+    assert state["rounds"] > 1, "the fault was injected and retried"
+    compared = [key for key in expected["state"] if key not in ("rounds", "sendgrid mail")]
+    assert {key: state[key] for key in compared} == {
+        key: expected["state"][key] for key in compared}
+    mail, writes = sent_mail(fake), suppression_writes(fake)
+    assert set(mail) == set(expected["mail"]), "no message lost"
+    assert set(writes) == set(expected["writes"]), "no suppression change lost"
+    if fault not in UNKNOWN_OUTCOME:
+        assert mail == expected["mail"], "no message sent twice"
+        assert writes == expected["writes"], "no suppression change carried out twice"
+    else:  # a second copy only of a message whose answer was lost: the same message, recognisable
+        assert max(mail.values()) <= 2 and max(writes.values()) <= 2
+        assert sum(mail.values()) - len(mail) <= LOST_ANSWERS
+
+
+@pytest.fixture
+def mail_app(app_factory, signer):
+    """An app sending through the fake SendGrid, with six messages queued."""
+    with FakeSendGrid(api_key="test-key") as fake:
+        fake.clock = NOW.timestamp
+        app = app_factory(**scenario_config(fake, signer, Clock(NOW)))
+        with app.app_context():
+            ctx = runtime.context(app)
+            for n in range(6):
+                queue_email(db.session, ctx, template="preferences_link",
+                            to=f"reader{n}@example.org", language="en",
+                            context={"links": [{"first_name": "Reader", "url": "https://x/y"}]},
+                            category="transactional", now=NOW)
+            db.session.commit()
+        yield app, fake
+        assert fake.violations == []
+
+
+def outbox(app):
+    with app.app_context():
+        rows = [(m.status, m.attempts, m.available_at)
+                for m in db.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
+        db.session.rollback()
+    return rows
+
+
+def test_a_rate_limited_sendgrid_stops_the_round_and_the_message_waits_for_its_reset(mail_app):
+    app, fake = mail_app
+    fake.fail_next(1, status=429, reset_after_seconds=900)
+
+    with app.app_context():
+        assert send_mail_task(app)(NOW) == 0
+
+    assert len(fake.requests) == 1, "nothing more is sent into a rate limit"
+    first, *rest = outbox(app)
+    assert first == ("pending", 1, NOW + timedelta(seconds=900)), "not before X-RateLimit-Reset"
+    assert {row[:2] for row in rest} == {("pending", 0)}
+
+
+def test_a_sendgrid_slower_than_the_timeout_costs_three_timeouts_a_round_not_one_per_message(
+        mail_app):
+    app, fake = mail_app
+    fake.slow(0.8)
+
+    with app.app_context():
+        assert send_mail_task(app)(NOW) == 0
+    fake.slow(0)
+
+    assert [row[:2] for row in outbox(app)] == [("pending", 1)] * 3 + [("pending", 0)] * 3
+    with app.app_context():
+        assert send_mail_task(app)(NOW + timedelta(minutes=2)) == 6
