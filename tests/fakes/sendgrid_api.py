@@ -359,6 +359,8 @@ class FakeSendGrid:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.clock: Callable[[], float] = time.time
+        # called with each valid request just before it is carried out (a test's fault, e.g.)
+        self.before_handling: Callable[[RecordedRequest], None] | None = None
         self.violations: list[str] = []
         self.requests: list[RecordedRequest] = []
         # the requests it carried out (answered 2xx, or cut after they were done), in order
@@ -707,6 +709,8 @@ class FakeSendGrid:
             delay = self._delay_seconds
         if delay > 0:
             time.sleep(delay)
+        if self.before_handling is not None:
+            self.before_handling(recorded)
         failure = self._next_failure()
         if failure is not None and not failure.after_handling:
             return None if failure.status is None else self._failure_reply(failure)

@@ -114,20 +114,21 @@ def workload_batches() -> list[bytes]:
     return [batch_bytes(first), batch_bytes(second), batch_bytes(repeat)]
 
 
-def post_batch(client: FlaskClient, signer: WebhookSigner, body: bytes) -> int:
+def post_batch(client: FlaskClient, signer: WebhookSigner, body: bytes) -> Any:
     headers = signer.headers(body, str(int(NOW.timestamp())))
     return client.post("/webhooks/sendgrid", data=body, headers=headers,
-                       content_type="application/json").status_code
+                       content_type="application/json")
 
 
 def run_workload(app: Flask, signer: WebhookSigner, *,
-                 retry: Callable[[Callable[[], int]], int] | None = None) -> Answers:
+                 send: Callable[[Callable[[], Any]], int] | None = None) -> Answers:
     """The patrons' and SendGrid's requests, over HTTP: one-click unsubscribes (a topic, or all
-    email), SendGrid batches, and "email me a link" for every address. `retry` wraps each request
-    (a test of a database outage sends again what was answered 503, as SendGrid and people do)."""
+    email), SendGrid batches, and "email me a link" for every address. `send` makes each request
+    (a callable returning the response) and returns the status that counts: a test of a database
+    outage sends again what was answered 503, as SendGrid and people do."""
     ctx = runtime.context(app)
     statuses: Counter[tuple[str, int]] = Counter()
-    send = retry or (lambda request: request())
+    send = send or (lambda request: request().status_code)
     with app.app_context():
         patrons = {int(p.card_number[-2:]): p.public_id
                    for p in db.session.scalars(select(Patron))}
@@ -136,7 +137,7 @@ def run_workload(app: Flask, signer: WebhookSigner, *,
     for n, topic in ((0, "events"), (1, None), (4, "news"), (8, None)):
         token = ctx.signer.sign(LinkKind.UNSUBSCRIBE, patrons[n], topic)
         status = send(lambda token=token: mail_client.post(
-            f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}).status_code)
+            f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}))
         statuses["one-click", status] += 1
     sendgrid = app.test_client(use_cookies=False)
     for body in workload_batches():
@@ -144,12 +145,12 @@ def run_workload(app: Flask, signer: WebhookSigner, *,
     for address in sorted({email_of(n) for n in range(PATRONS)}):
         browser = app.test_client()
 
-        def ask(address: str = address, browser: FlaskClient = browser) -> int:
+        def ask(address: str = address, browser: FlaskClient = browser) -> Any:
             page = browser.get("/preferences")
             if page.status_code != 200:
-                return page.status_code
+                return page
             return browser.post("/preferences", data={
-                "csrf_token": csrf_token(page.text), "email": address}).status_code
+                "csrf_token": csrf_token(page.text), "email": address})
 
         statuses["email me a link", send(ask)] += 1
     return Answers(statuses)
@@ -262,3 +263,51 @@ def empty_database(app: Flask) -> None:
         tables = ", ".join(t.name for t in db.metadata.sorted_tables)
         with db.engine.begin() as connection:
             connection.execute(text(f"truncate {tables} restart identity cascade"))
+
+
+@dataclass
+class Run:
+    """One run of the scenario: its final state, the fake it ran against (stopped), the answers its
+    requests got and how many worker rounds it took."""
+
+    state: dict[str, Any]
+    fake: FakeSendGrid
+    answers: Answers
+    rounds: int
+
+
+def run_scenario(app_factory: Callable[..., Flask], signer: WebhookSigner, *,
+                 sendgrid_fault: Callable[[FakeSendGrid], None] | None = None,
+                 send: Callable[[Callable[[], Any]], int] | None = None,
+                 config: dict[str, Any] | None = None) -> Run:
+    """Seed, run the workload (each request through `send`), inject `sendgrid_fault`, drain with the
+    worker's loop, and read the final state; the database is emptied afterwards."""
+    fake = FakeSendGrid(api_key=API_KEY).start()
+    try:
+        fake.clock = NOW.timestamp
+        clock = Clock(NOW)
+        app = app_factory(**scenario_config(fake, signer, clock, **(config or {})))
+        seed(app, fake)
+        answers = run_workload(app, signer, send=send)
+        if sendgrid_fault is not None:
+            sendgrid_fault(fake)
+        rounds = drain(app, clock, between_rounds=lambda _: fake.slow(0))
+        fake.failure_rate(0)
+        state = final_state(app, fake)
+        empty_database(app)
+    finally:
+        fake.stop()
+    assert fake.violations == []
+    return Run(state, fake, answers, rounds)
+
+
+_BASELINE: list[Run] = []
+
+
+def baseline(app_factory: Callable[..., Flask], signer: WebhookSigner) -> Run:
+    """The run without faults, made once per session (the workload is deterministic)."""
+    if not _BASELINE:
+        run = run_scenario(app_factory, signer)
+        assert run.answers.not_ok() == [], run.answers.statuses
+        _BASELINE.append(run)
+    return _BASELINE[0]

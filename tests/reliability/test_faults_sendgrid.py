@@ -6,12 +6,10 @@ change may be lost or carried out twice."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from flask import Flask
 from sqlalchemy import select
 
 from consent_service import runtime
@@ -22,12 +20,9 @@ from consent_service.services.outgoing_mail import queue_email
 from tests.conftest import NOW, Clock
 from tests.fakes.sendgrid_api import FakeSendGrid, WebhookSigner
 from tests.reliability.fault_scenario import (
-    drain,
-    empty_database,
-    final_state,
-    run_workload,
+    baseline,
+    run_scenario,
     scenario_config,
-    seed,
     sent_mail,
     suppression_writes,
 )
@@ -50,79 +45,39 @@ FAULTS: dict[str, Callable[[FakeSendGrid], None]] = {
 UNKNOWN_OUTCOME = {"reset mid-response", "slower than the timeout"}
 LOST_ANSWERS = 4  # at most: reset_next(4); a timing-out SendGrid pauses the round after 3 messages
 
-_baseline: dict[str, Any] = {}
-
-
 @pytest.fixture
 def signer() -> WebhookSigner:
     return WebhookSigner()
 
 
-@pytest.fixture
-def run(app_factory: Callable[..., Flask], signer: WebhookSigner) -> Iterator[
-        Callable[[Callable[[FakeSendGrid], None] | None], tuple[dict[str, Any], FakeSendGrid]]]:
-    """Run the workload and drain it with a fault injected into a fresh fake SendGrid; returns the
-    final state and the fake."""
-    fakes: list[FakeSendGrid] = []
+def test_the_run_without_faults_sends_each_message_and_change_once(app_factory, signer):
+    expected = baseline(app_factory, signer)
 
-    def go(fault: Callable[[FakeSendGrid], None] | None,
-           ) -> tuple[dict[str, Any], FakeSendGrid]:
-        fake = FakeSendGrid(api_key="test-key").start()
-        fakes.append(fake)
-        fake.clock = NOW.timestamp
-        clock = Clock(NOW)
-        app = app_factory(**scenario_config(fake, signer, clock))
-        seed(app, fake)
-        answers = run_workload(app, signer)
-        assert answers.not_ok() == [], answers.statuses
-        if fault is not None:
-            fault(fake)
-        rounds = drain(app, clock, between_rounds=lambda _: fake.slow(0))
-        fake.failure_rate(0)
-        state = final_state(app, fake)
-        state["rounds"] = rounds
-        empty_database(app)
-        return state, fake
-
-    yield go
-    for fake in fakes:
-        fake.stop()
-        assert fake.violations == []
-
-
-def baseline(run: Callable[..., tuple[dict[str, Any], FakeSendGrid]]) -> dict[str, Any]:
-    """The run without faults (computed once per session; the workload is deterministic)."""
-    if not _baseline:
-        state, fake = run(None)
-        _baseline.update(state=state, writes=suppression_writes(fake), mail=sent_mail(fake))
-    return _baseline
-
-
-def test_the_run_without_faults_sends_each_message_and_change_once(run):
-    expected = baseline(run)
-
-    assert expected["state"]["rounds"] == 1
-    assert len(expected["mail"]) == 9 and set(expected["mail"].values()) == {1}
-    assert expected["writes"] and set(expected["writes"].values()) == {1}
-    assert expected["state"]["sendgrid groups"] and expected["state"]["sendgrid global"]
+    assert expected.rounds == 1
+    mail, writes = sent_mail(expected.fake), suppression_writes(expected.fake)
+    assert len(mail) == 9 and set(mail.values()) == {1}
+    assert writes and set(writes.values()) == {1}
+    assert expected.state["sendgrid groups"] and expected.state["sendgrid global"]
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_after_a_sendgrid_fault_the_final_state_equals_the_run_without_faults(run, fault):
-    expected = baseline(run)
+def test_after_a_sendgrid_fault_the_final_state_equals_the_run_without_faults(
+        app_factory, signer, fault):
+    expected = baseline(app_factory, signer)
 
-    state, fake = run(FAULTS[fault])
+    run = run_scenario(app_factory, signer, sendgrid_fault=FAULTS[fault])
 
-    assert state["rounds"] > 1, "the fault was injected and retried"
-    compared = [key for key in expected["state"] if key not in ("rounds", "sendgrid mail")]
-    assert {key: state[key] for key in compared} == {
-        key: expected["state"][key] for key in compared}
-    mail, writes = sent_mail(fake), suppression_writes(fake)
-    assert set(mail) == set(expected["mail"]), "no message lost"
-    assert set(writes) == set(expected["writes"]), "no suppression change lost"
+    assert run.rounds > 1, "the fault was injected and retried"
+    compared = [key for key in expected.state if key != "sendgrid mail"]
+    assert {key: run.state[key] for key in compared} == {
+        key: expected.state[key] for key in compared}
+    mail, writes = sent_mail(run.fake), suppression_writes(run.fake)
+    expected_mail, expected_writes = sent_mail(expected.fake), suppression_writes(expected.fake)
+    assert set(mail) == set(expected_mail), "no message lost"
+    assert set(writes) == set(expected_writes), "no suppression change lost"
     if fault not in UNKNOWN_OUTCOME:
-        assert mail == expected["mail"], "no message sent twice"
-        assert writes == expected["writes"], "no suppression change carried out twice"
+        assert mail == expected_mail, "no message sent twice"
+        assert writes == expected_writes, "no suppression change carried out twice"
     else:  # a second copy only of a message whose answer was lost: the same message, recognisable
         assert max(mail.values()) <= 2 and max(writes.values()) <= 2
         assert sum(mail.values()) - len(mail) <= LOST_ANSWERS
