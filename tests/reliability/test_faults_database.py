@@ -43,7 +43,11 @@ class Outage:
         self.sqlite_path = sqlite_path
         self.count = 0
         self._holder: sqlite3.Connection | None = None
-        self._admin = None if sqlite_path else create_engine(POSTGRES_URL, poolclass=NullPool)
+        # PostgreSQL: the switch is thrown from the cluster's maintenance database (a database
+        # cannot refuse connections while the session asking for it is connected to it)
+        self._database = make_url(POSTGRES_URL).database if POSTGRES_URL else None
+        self._admin = None if sqlite_path else create_engine(
+            make_url(POSTGRES_URL).set(database="postgres"), poolclass=NullPool)
 
     def begin(self) -> None:
         self.count += 1
@@ -54,12 +58,11 @@ class Outage:
             return
         assert self._admin is not None
         with self._admin.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            name = connection.scalar(text("select current_database()"))
-            connection.execute(text(f'alter database "{name}" with allow_connections false'))
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
             connection.execute(text(
-                "select pg_terminate_backend(pid) from pg_stat_activity "
-                "where datname = current_database() and pid <> pg_backend_pid()"))
+                f'alter database "{self._database}" with allow_connections false'))
+            connection.execute(text("select pg_terminate_backend(pid) from pg_stat_activity "
+                                    "where datname = :name"), {"name": self._database})
 
     def end(self) -> None:
         if self._holder is not None:
@@ -68,13 +71,10 @@ class Outage:
             self._holder = None
             return
         assert self._admin is not None
-        # allow_connections is false for the database itself: connect to another one to lift it
-        url = make_url(POSTGRES_URL)
-        other = create_engine(url.set(database="postgres"), poolclass=NullPool)
-        with other.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            connection.execute(text(f'alter database "{url.database}" with allow_connections true'))
-        other.dispose()
+        with self._admin.connect() as connection:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.execute(text(
+                f'alter database "{self._database}" with allow_connections true'))
 
     @contextmanager
     def during(self) -> Iterator[None]:
