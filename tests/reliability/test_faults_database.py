@@ -49,6 +49,13 @@ class Outage:
         self._admin = None if sqlite_path else create_engine(
             make_url(POSTGRES_URL).set(database="postgres"), poolclass=NullPool)
 
+    def terminate_connections(self) -> None:
+        """PostgreSQL: end every session of the test database (as a restart or a failover does)."""
+        assert self._admin is not None
+        with self._admin.connect() as connection:
+            connection.execute(text("select pg_terminate_backend(pid) from pg_stat_activity "
+                                    "where datname = :name"), {"name": self._database})
+
     def begin(self) -> None:
         self.count += 1
         if self.sqlite_path is not None:
@@ -211,6 +218,19 @@ def test_mail_taken_by_sendgrid_just_before_an_outage_is_recorded_as_sent_not_se
         assert waited, "the outage was met and waited out"
         assert sorted(sent_mail(fake).values()) == [1, 1], "each message sent once"
         assert fake.violations == []
+
+
+@pytest.mark.postgresql_only
+def test_after_postgresql_ends_the_services_connections_the_next_request_reconnects(
+        app_factory, database):
+    _config, outage = database
+    client = app_factory().test_client()
+    assert client.get("/readyz").status_code == 200  # a pooled connection now exists
+
+    outage.terminate_connections()
+
+    answer = client.get("/readyz")
+    assert answer.status_code == 200, "pool_pre_ping replaced the dead connection"
 
 
 def queue_preference_links(app: Flask, n: int) -> None:
