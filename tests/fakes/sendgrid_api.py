@@ -378,6 +378,7 @@ class FakeSendGrid:
         self._request_resets = 0
         self._random_failures: tuple[float, random.Random] | None = None
         self._delay_seconds = 0.0
+        self._slowed = threading.Semaphore(64)  # one per slowed request in progress, up to 64
         self._handlers: dict[str, Callable[[_Call], _Reply]] = {
             "ListAsmGroup": self._list_groups,
             "GetAsmGroup": self._get_group,
@@ -615,6 +616,21 @@ class FakeSendGrid:
         with self._lock:
             self._delay_seconds = seconds
 
+    def wait_for_slowed(self, timeout: float = 30) -> None:
+        """Wait until every request slowed by `slow` has been carried out or refused: SendGrid
+        finishing what it was given before a client's retry comes (a real retry waits its backoff;
+        a test's clock does not move real time)."""
+        deadline = time.monotonic() + timeout
+        taken = 0
+        try:
+            while taken < 64:
+                if not self._slowed.acquire(timeout=max(deadline - time.monotonic(), 0)):
+                    raise TimeoutError("slowed requests still in progress")
+                taken += 1
+        finally:
+            for _ in range(taken):
+                self._slowed.release()
+
     def _next_failure(self) -> _Failure | None:
         with self._lock:
             if self._failures:
@@ -708,7 +724,23 @@ class FakeSendGrid:
         with self._lock:
             delay = self._delay_seconds
         if delay > 0:
-            time.sleep(delay)
+            self._slowed.acquire()  # released when this request is done (see wait_for_slowed)
+            try:
+                time.sleep(delay)
+                return self._carry_out(recorded, handler, call, label, operation)
+            finally:
+                self._slowed.release()
+        return self._carry_out(recorded, handler, call, label, operation)
+
+    def _carry_out(
+        self,
+        recorded: RecordedRequest,
+        handler: Callable[[_Call], _Reply],
+        call: _Call,
+        label: str,
+        operation: _Operation,
+    ) -> _Reply | None:
+        """Inject the next failure, or carry the request out and answer."""
         if self.before_handling is not None:
             self.before_handling(recorded)
         failure = self._next_failure()

@@ -291,7 +291,7 @@ def run_scenario(app_factory: Callable[..., Flask], signer: WebhookSigner, *,
         answers = run_workload(app, signer, send=send)
         if sendgrid_fault is not None:
             sendgrid_fault(fake)
-        rounds = drain(app, clock, between_rounds=lambda _: fake.slow(0))
+        rounds = drain(app, clock, between_rounds=lambda _: (fake.slow(0), fake.wait_for_slowed()))
         fake.failure_rate(0)
         state = final_state(app, fake)
         empty_database(app)
