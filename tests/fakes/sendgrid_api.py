@@ -14,7 +14,7 @@ import struct
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -376,6 +376,7 @@ class FakeSendGrid:
         self.sent_mail: list[dict[str, Any]] = []
         self._failures: deque[_Failure] = deque()
         self._request_resets = 0
+        self.injected: Counter[str] = Counter()  # the faults it injected, by kind
         self._random_failures: tuple[float, random.Random] | None = None
         self._delay_seconds = 0.0
         self._slowed = threading.Semaphore(64)  # one per slowed request in progress, up to 64
@@ -490,6 +491,7 @@ class FakeSendGrid:
                 self.invalid_emails,
                 self.sent_mail,
                 self._failures,
+                self.injected,
             ):
                 collection.clear()
             self._random_failures = None
@@ -603,6 +605,7 @@ class FakeSendGrid:
         with self._lock:
             if self._request_resets > 0:
                 self._request_resets -= 1
+                self.injected["reset mid-request"] += 1
                 return True
             return False
 
@@ -724,6 +727,8 @@ class FakeSendGrid:
         with self._lock:
             delay = self._delay_seconds
         if delay > 0:
+            with self._lock:
+                self.injected["slowed"] += 1
             self._slowed.acquire()  # released when this request is done (see wait_for_slowed)
             try:
                 time.sleep(delay)
@@ -744,6 +749,11 @@ class FakeSendGrid:
         if self.before_handling is not None:
             self.before_handling(recorded)
         failure = self._next_failure()
+        if failure is not None:
+            with self._lock:
+                kind = ("reset mid-response" if failure.after_handling
+                        else "dropped" if failure.status is None else str(failure.status))
+                self.injected[kind] += 1
         if failure is not None and not failure.after_handling:
             return None if failure.status is None else self._failure_reply(failure)
         with self._lock:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request_finished
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
@@ -40,6 +40,8 @@ from tests.integration.sendgrid_fixtures import (
     sendgrid_event,
 )
 
+# The suite's figures for docs/RELIABILITY.md, printed at the end of the run (conftest.py).
+FIGURES: Counter[str] = Counter()
 PATRONS = 10  # readers 0-9; readers 8 and 9 share one address
 ROUND = timedelta(minutes=30)  # the clock moves this far between worker rounds (past any backoff)
 MAX_ROUNDS = 40
@@ -287,6 +289,7 @@ def run_scenario(app_factory: Callable[..., Flask], signer: WebhookSigner, *,
         fake.clock = NOW.timestamp
         clock = Clock(NOW)
         app = app_factory(**scenario_config(fake, signer, clock, **(config or {})))
+        count_answers(app)
         seed(app, fake)
         answers = run_workload(app, signer, send=send)
         if sendgrid_fault is not None:
@@ -297,8 +300,25 @@ def run_scenario(app_factory: Callable[..., Flask], signer: WebhookSigner, *,
         empty_database(app)
     finally:
         fake.stop()
+        count_sendgrid(fake)
     assert fake.violations == []
     return Run(state, fake, answers, rounds)
+
+
+def count_answers(app: Flask) -> None:
+    """Count every answer the app gives, by status, in FIGURES."""
+
+    def answered(sender: Flask, response: Any, **extra: Any) -> None:
+        FIGURES[f"answers {response.status_code}"] += 1
+
+    request_finished.connect(answered, app, weak=False)
+
+
+def count_sendgrid(fake: FakeSendGrid) -> None:
+    """Add a fake's requests and injected faults to FIGURES."""
+    FIGURES["SendGrid requests"] += len(fake.requests)
+    for kind, number in fake.injected.items():
+        FIGURES[f"SendGrid fault {kind}"] += number
 
 
 _BASELINE: list[Run] = []

@@ -28,10 +28,18 @@ from consent_service.delivery.sender import send_mail_task, send_pending_mail
 from consent_service.delivery.worker import run_worker, worker_tasks
 from consent_service.extensions import db
 from consent_service.models import OutboxMessage
+from consent_service.services.api_keys import create_api_key
 from consent_service.services.outgoing_mail import queue_email
 from tests.conftest import NOW, POSTGRES_URL, Clock
 from tests.fakes.sendgrid_api import FakeSendGrid, WebhookSigner
-from tests.reliability.fault_scenario import baseline, run_scenario, scenario_config, sent_mail
+from tests.reliability.fault_scenario import (
+    FIGURES,
+    baseline,
+    count_sendgrid,
+    run_scenario,
+    scenario_config,
+    sent_mail,
+)
 
 BUSY_TIMEOUT = 0.2  # SQLite waits this long for a lock before it says "database is locked"
 
@@ -93,15 +101,19 @@ class Outage:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> tuple[dict[str, Any], Outage]:
+def database(tmp_path: Path) -> Iterator[tuple[dict[str, Any], Outage]]:
     """Settings for an app on a database an outage can hit: a SQLite file (each app of the test
     gets a new one) with a short busy timeout, or the PostgreSQL test database."""
     if POSTGRES_URL:
-        return {}, Outage(None)
-    path = tmp_path / "consent.sqlite3"
-    config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
-              "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"timeout": BUSY_TIMEOUT}}}
-    return config, Outage(path)
+        config: dict[str, Any] = {}
+        outage = Outage(None)
+    else:
+        path = tmp_path / "consent.sqlite3"
+        config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
+                  "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"timeout": BUSY_TIMEOUT}}}
+        outage = Outage(path)
+    yield config, outage
+    FIGURES["database outages"] += outage.count
 
 
 @pytest.fixture
@@ -186,6 +198,7 @@ def test_the_worker_backs_off_while_the_database_is_unavailable_and_catches_up_a
         assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 0.5], "doubling while it fails, idle after"
         assert sorted(to for to, _, _ in sent_mail(fake)) == [
             "reader0@example.org", "reader1@example.org", "reader2@example.org"]
+        count_sendgrid(fake)
         assert fake.violations == []
 
 
@@ -217,7 +230,26 @@ def test_mail_taken_by_sendgrid_just_before_an_outage_is_recorded_as_sent_not_se
         assert sent == 2 and statuses == ["sent", "sent"]
         assert waited, "the outage was met and waited out"
         assert sorted(sent_mail(fake).values()) == [1, 1], "each message sent once"
+        count_sendgrid(fake)
         assert fake.violations == []
+
+
+def test_the_api_answers_a_json_503_during_an_outage_and_works_after(app_factory, database):
+    config, outage = database
+    app = app_factory(**config)
+    with app.app_context():
+        _, key = create_api_key(db.session, "ils", ["patrons:write"], now=NOW)
+    client = app.test_client()
+    patron = {"first_name": "Ana", "last_name": "Reyes", "email": "ana@example.org"}
+    headers = {"Authorization": f"Bearer {key}"}
+
+    with outage.during():
+        answer = client.put("/api/v1/patrons/1001", json=patron, headers=headers)
+
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "30"
+    assert answer.json == {"code": 503, "status": "Service Unavailable",
+                           "message": "the database is unavailable for a moment; try again later"}
+    assert client.put("/api/v1/patrons/1001", json=patron, headers=headers).status_code in (200, 201)
 
 
 @pytest.mark.postgresql_only

@@ -23,6 +23,7 @@ from tests.fakes.sendgrid_api import FakeSendGrid, WebhookSigner
 from tests.integration.sendgrid_fixtures import EVENTS_GROUP, decide
 from tests.reliability.fault_scenario import (
     baseline,
+    count_sendgrid,
     run_scenario,
     scenario_config,
     sent_mail,
@@ -102,6 +103,7 @@ def mail_app(app_factory, signer):
                             category="transactional", now=NOW)
             db.session.commit()
         yield app, fake
+        count_sendgrid(fake)
         assert fake.violations == []
 
 
@@ -168,4 +170,5 @@ def test_a_suppression_push_whose_answer_was_lost_is_read_back_not_made_again(ap
             ("POST", f"asm/groups/{EVENTS_GROUP}/suppressions/search"),
             ("GET", "asm/suppressions/global/other@example.org"),
         ], "the retry read SendGrid's lists and sent nothing again"
+        count_sendgrid(fake)
         assert fake.violations == []

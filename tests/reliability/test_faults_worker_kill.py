@@ -31,7 +31,13 @@ from consent_service.services.sendgrid_sync import LEASE
 from tests.conftest import POSTGRES_URL
 from tests.fakes.sendgrid_api import FakeSendGrid, RecordedRequest
 from tests.integration.sendgrid_fixtures import API_KEY, EVENTS_GROUP, decide
-from tests.reliability.fault_scenario import sent_mail, settled, suppression_writes
+from tests.reliability.fault_scenario import (
+    FIGURES,
+    count_sendgrid,
+    sent_mail,
+    settled,
+    suppression_writes,
+)
 
 MESSAGES = 12
 ADDRESSES = 6  # opt out of the events topic: one suppression push for all of them
@@ -107,6 +113,7 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_repeats_at_mo
         fake.before_handling = kill_the_worker
         try:
             assert first.wait(30) == -signal.SIGKILL, log.read_text()[-2000:]
+            FIGURES["worker SIGKILLs"] += 1
         finally:
             if first.poll() is None:
                 first.kill()
@@ -154,6 +161,7 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_repeats_at_mo
             assert repeated_mail == 1, "only the message in flight, with its Message-ID"
         else:
             assert repeated_mail == 0
+        count_sendgrid(fake)
         assert fake.violations == []
 
 
