@@ -26,7 +26,8 @@ def _build_mailer(app: Flask) -> Mailer:
     if backend == "sendgrid":
         if not config.get("SENDGRID_API_KEY"):
             raise MailConfigError("CONSENT_MAIL_BACKEND=sendgrid needs CONSENT_SENDGRID_API_KEY")
-        return SendGridMailer(config["SENDGRID_API_KEY"], config["SENDGRID_API_HOST"])
+        return SendGridMailer(config["SENDGRID_API_KEY"], config["SENDGRID_API_HOST"],
+                              timeout_seconds=float(config["SENDGRID_API_TIMEOUT"]))
     raise MailConfigError(
         f"CONSENT_MAIL_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")
 

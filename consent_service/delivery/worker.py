@@ -18,18 +18,24 @@ from consent_service.mail.compose import describe_error
 logger = logging.getLogger(__name__)
 
 Task = Callable[[datetime], int]
+BACKOFF_MAX_SECONDS = 300.0  # the longest wait after rounds in which a task failed
 
 
 def run_worker(app: Flask, *, tasks: Sequence[Task], idle_seconds: float,
-               stop: Callable[[], bool], max_rounds: int | None = None) -> None:
+               stop: Callable[[], bool], max_rounds: int | None = None,
+               wait: Callable[[float], object] | None = None) -> None:
     """Call each task with the current UTC time, round after round, each in its own application
     context; a task returns how many items it handled. After a round in which no task handled
     anything, wait `idle_seconds`. Return when `stop()` is true, on SIGTERM, or after `max_rounds`.
 
     SIGTERM is graceful: the task running when it arrives finishes its call (its items are
-    committed one by one), no further task starts, and the loop returns. A task that raises is
-    logged as one line and counted as idle, so a database outage is waited out, not spun on."""
+    committed one by one), no further task starts, and the loop returns. A task that raises (the
+    database is unavailable, say) is logged as one line, and the worker backs off: after the n-th
+    round in a row in which a task failed it waits `idle_seconds` (at least 1 s) times 2^(n-1), at
+    most BACKOFF_MAX_SECONDS, so an outage is waited out, not hammered; the first round that runs
+    clean ends the backoff. `wait` (tests) replaces the interruptible sleep."""
     terminated = threading.Event()
+    pause = wait or terminated.wait
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         logger.info("worker: SIGTERM received, finishing the current task")
@@ -43,24 +49,37 @@ def run_worker(app: Flask, *, tasks: Sequence[Task], idle_seconds: float,
         return terminated.is_set() or stop()
 
     logger.info("worker: started with %d task(s)", len(tasks))
-    rounds = 0
+    rounds = failing_rounds = 0
     try:
         while not stopping() and (max_rounds is None or rounds < max_rounds):
             rounds += 1
             handled = 0
+            failed = False
             for task in tasks:
                 if stopping():
                     break
-                handled += _run_task(app, task)
-            if handled == 0 and not stopping() and (max_rounds is None or rounds < max_rounds):
-                terminated.wait(idle_seconds)
+                count = _run_task(app, task)
+                failed = failed or count is None
+                handled += count or 0
+            failing_rounds = failing_rounds + 1 if failed else 0
+            if stopping() or (max_rounds is not None and rounds >= max_rounds):
+                continue
+            if failed:
+                seconds = min(max(idle_seconds, 1.0) * 2 ** (failing_rounds - 1),
+                              BACKOFF_MAX_SECONDS)
+                logger.warning("worker: a task failed %d round(s) in a row; waiting %g s",
+                               failing_rounds, seconds)
+                pause(seconds)
+            elif handled == 0:
+                pause(idle_seconds)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         logger.info("worker: stopped")
 
 
-def _run_task(app: Flask, task: Task) -> int:
+def _run_task(app: Flask, task: Task) -> int | None:
+    """Run one task; how many items it handled, or None when it failed."""
     name = getattr(task, "__name__", type(task).__name__)
     with app.app_context():
         try:
@@ -68,7 +87,7 @@ def _run_task(app: Flask, task: Task) -> int:
         except Exception as exc:  # logged and waited out; the items stay pending for the next round
             db.session.rollback()
             logger.error("worker: %s failed: %s", name, describe_error(exc, limit=300))
-            return 0
+            return None
     if count:
         logger.info("worker: %s handled %d", name, count)
     return count

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.policy
 import functools
 from collections.abc import Mapping
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from enum import StrEnum
@@ -72,6 +73,19 @@ def header_text(value: str) -> str:
 
 class MailDeliveryError(ConsentServiceError):
     """The provider refused or could not take a message; the outbox retries it later."""
+
+
+class MailUnavailableError(MailDeliveryError):
+    """The provider is failing, slower than the timeout, unreachable or rate-limiting (`status`
+    429): the outbox stops its round and tries again later, not before `reset_at` when the provider
+    gave one. After a timeout or a connection lost mid-answer the provider may have taken the
+    message; it is sent again with the same Message-ID, so a copy can be recognised."""
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 reset_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reset_at = reset_at
 
 
 def message_id(message: OutboxMessage) -> str:

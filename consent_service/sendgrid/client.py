@@ -131,11 +131,12 @@ def _classified(error: HTTPError, label: str) -> SendGridError:
     status = int(error.status_code)
     message = f"{label}: HTTP {status}: {_error_text(error.body)}"
     if status in _RETRYABLE_STATUSES or status >= 500:
-        return SendGridUnavailableError(message, status=status, reset_at=_reset_at(error.headers))
+        return SendGridUnavailableError(message, status=status, reset_at=rate_limit_reset(error.headers))
     return SendGridRejectedError(message, status=status)
 
 
-def _reset_at(headers: Any) -> datetime | None:
+def rate_limit_reset(headers: Any) -> datetime | None:
+    """SendGrid's X-RateLimit-Reset (a Unix time) from an answer's headers, if it gave one."""
     value = headers.get("X-RateLimit-Reset") if headers is not None else None
     try:
         return datetime.fromtimestamp(int(value), UTC) if value else None

@@ -55,6 +55,11 @@ class SuppressionClient:
             found.update(str(email).lower() for email in answer or [])
         return found
 
+    def globally_unsubscribed(self, email: str) -> bool:
+        """Whether the address is on the global unsubscribe list."""
+        answer = self._api.request("GET", ["asm", "suppressions", "global", email])
+        return bool(answer and answer.get("recipient_email"))
+
     def unsubscribe_globally(self, emails: Sequence[str]) -> None:
         """Add addresses to the global unsubscribe list (already there: no change)."""
         for chunk in _chunks(emails):

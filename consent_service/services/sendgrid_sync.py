@@ -59,7 +59,8 @@ class _Call:
 
 @dataclass
 class _Plan:
-    desired: dict[int, DesiredSuppressions] = field(default_factory=dict)
+    desired: dict[int, DesiredSuppressions] = field(default_factory=dict)  # the state in force
+    to_send: dict[int, DesiredSuppressions] = field(default_factory=dict)  # what SendGrid lacks
     results: dict[int, _Result] = field(default_factory=dict)
 
 
@@ -74,13 +75,17 @@ def push_pending_suppressions(session: Session, client: SuppressionClient, *, no
     any other 4xx parks the job as `failed` with SendGrid's error (`flask sendgrid failures`). Jobs
     are claimed with FOR UPDATE SKIP LOCKED and leased, so several workers never send one job twice.
     If the state changed while it was being sent, the address is queued again. A job without an
-    address (erased since) is closed with a note. Commits twice: the claim, then the outcome.
+    address (erased since) is closed with a note. A job tried before (its answer may have been lost
+    to a timeout, a reset connection or a killed worker, after SendGrid carried it out) first reads
+    what SendGrid has and sends only what is missing, so a lost answer never makes a change twice.
+    Commits twice: the claim, then the outcome.
     Returns how many jobs were taken up.
     """
     claimed = _claim(session, now, limit)
     if not claimed:
         return 0
     plan = _plan(session, claimed)
+    _skip_what_sendgrid_has(client, claimed, plan)
     _send(client, claimed, plan)
     _finish(session, claimed, plan, now, rng)
     return len(claimed)
@@ -117,13 +122,47 @@ def _plan(session: Session, claimed: list[_Claimed]) -> _Plan:
             plan.results[job.id].note = f"coalesced into job {leading[job.address]}"
         else:
             leading[job.address] = job.id
-            plan.desired[job.id] = desired[job.address]
+            plan.desired[job.id] = plan.to_send[job.id] = desired[job.address]
     return plan
+
+
+def _skip_what_sendgrid_has(client: SuppressionClient, claimed: list[_Claimed],
+                            plan: _Plan) -> None:
+    """For jobs tried before, leave out of `plan.to_send` the entries SendGrid already has: one
+    search per group, one read per global entry. First tries read nothing. If SendGrid cannot be
+    read, the retried jobs wait for the next round; if it refuses the reads, they are sent whole."""
+    retried = [job for job in claimed if job.attempts > 1 and job.id in plan.to_send and job.email]
+    if not retried:
+        return
+    adding: dict[int, list[str]] = {}
+    for job in retried:
+        for group_id, suppressed in plan.to_send[job.id].groups:
+            if suppressed:
+                adding.setdefault(group_id, []).append(job.email or "")
+    try:
+        present = {group_id: client.suppressed_in_group(group_id, emails)
+                   for group_id, emails in sorted(adding.items())}
+        for job in retried:
+            email = job.email or ""
+            wanted = plan.to_send[job.id]
+            global_entry = wanted.global_unsubscribe
+            if global_entry is not None and client.globally_unsubscribed(email) is global_entry:
+                global_entry = None
+            groups = tuple((group_id, suppressed) for group_id, suppressed in wanted.groups
+                           if not (suppressed and email.lower() in present.get(group_id, ())))
+            plan.to_send[job.id] = DesiredSuppressions(global_entry, groups)
+    except SendGridUnavailableError as error:
+        for job in retried:
+            plan.results[job.id].retry = error
+            plan.to_send.pop(job.id, None)
+    except SendGridRejectedError:
+        for job in retried:
+            plan.to_send[job.id] = plan.desired[job.id]
 
 
 def _send(client: SuppressionClient, claimed: list[_Claimed], plan: _Plan) -> None:
     email_of = {job.id: job.email or "" for job in claimed}
-    calls = _calls(client, plan.desired, email_of)
+    calls = _calls(client, plan.to_send, email_of)
     failures_in_a_row = 0
     pending = list(calls)
     while pending:

@@ -12,15 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import (
-    DBAPIError,
-    DisconnectionError,
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-    SQLAlchemyError,
-)
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
@@ -45,6 +37,7 @@ from consent_service.sendgrid.webhook import (
 )
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import CLOCK_SKEW
+from consent_service.services.outages import is_database_outage
 from consent_service.services.sendgrid_addresses import (
     mark_undeliverable,
     record_email_decision,
@@ -304,7 +297,7 @@ def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_even
                 reject(item.index, "not applied: the database refused it (IntegrityError)")
                 continue
         except SQLAlchemyError as error:
-            if _is_outage(error):
+            if is_database_outage(error):
                 raise
             logger.error("SendGrid batch %d: event %d not applied: %s", batch_id, item.index,
                          type(error).__name__)
@@ -320,16 +313,6 @@ def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_even
             seen_ids.add(event.sg_event_id)
         counts[outcome] += 1
     return counts, rejected
-
-
-def _is_outage(error: SQLAlchemyError) -> bool:
-    """Whether a database error says the database cannot be used now (unreachable, connection lost,
-    locked, a deadlock or serialization failure) rather than that it refused one event's data: the
-    batch must then fail as a whole and be tried again later."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, OperationalError | InterfaceError | DisconnectionError
-                      | PoolTimeoutError)
 
 
 def _described(error: Exception) -> str:

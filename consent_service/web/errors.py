@@ -8,9 +8,14 @@ from flask import Flask, jsonify, render_template, request
 from flask.wrappers import Response
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+
+from consent_service.extensions import db
+from consent_service.services.outages import is_database_outage
 
 JSON_PREFIXES = ("/api", "/webhooks")
+OUTAGE_RETRY_SECONDS = 30  # Retry-After when the database cannot be used for a moment
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
@@ -27,13 +32,26 @@ def handle_http_error(error: HTTPException) -> tuple[Response | str, int, dict[s
     if wants_json():
         # the shape flask-smorest gives its own errors, validation messages included
         payload: dict[str, Any] = {"code": code, "status": error.name}
-        payload["message"] = error.description if code < 500 else "internal server error"
+        payload["message"] = error.description if code < 500 or code == 503 \
+            else "internal server error"
         data = getattr(error, "data", None)
         if isinstance(data, dict) and "messages" in data:
             payload["errors"] = data["messages"]
         return jsonify(payload), code, headers
     title, line = _explain(error, code)
     return render_template("errors/error.html", title=title, line=line, code=code), code, headers
+
+
+def handle_database_error(error: SQLAlchemyError) -> tuple[Response | str, int, dict[str, str]]:
+    """A database that cannot be used just now (unreachable, restarting, locked) is a 503 with
+    Retry-After: a person is asked to try again in a minute, SendGrid and API clients retry. What
+    the request did is rolled back (use cases commit once). Any other database error is a 500."""
+    db.session.rollback()
+    if not is_database_outage(error):
+        return handle_http_error(InternalServerError())
+    body, code, headers = handle_http_error(
+        ServiceUnavailable("the database is unavailable for a moment; try again later"))
+    return body, code, {**headers, "Retry-After": str(OUTAGE_RETRY_SECONDS)}
 
 
 def _explain(error: HTTPException, code: int) -> tuple[str, str]:
@@ -48,6 +66,9 @@ def _explain(error: HTTPException, code: int) -> tuple[str, str]:
     if code == 405:
         return (_("This page cannot be used that way"),
                 _("Please open the page from its link and use its buttons."))
+    if code == 503:
+        return (_("We cannot reach our records just now"),
+                _("Please try again in a minute."))
     if code == 429:
         return (_("Too many requests"),
                 _("You have asked too often in a short time. Please wait an hour and try again."))
@@ -59,3 +80,4 @@ def _explain(error: HTTPException, code: int) -> tuple[str, str]:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(SQLAlchemyError, handle_database_error)

@@ -9,12 +9,14 @@ import json
 import random
 import re
 import secrets
+import socket
+import struct
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -322,12 +324,14 @@ class _Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    cut: bool = False  # reset the connection part way through the answer
 
 
 @dataclass(frozen=True)
 class _Failure:
     status: int | None
     reset_after_seconds: int = 1
+    after_handling: bool = False  # the request is carried out, then the answer is cut
 
 
 def _error(status: int, message: str, field_name: str | None = None) -> _Reply:
@@ -355,8 +359,12 @@ class FakeSendGrid:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.clock: Callable[[], float] = time.time
+        # called with each valid request just before it is carried out (a test's fault, e.g.)
+        self.before_handling: Callable[[RecordedRequest], None] | None = None
         self.violations: list[str] = []
         self.requests: list[RecordedRequest] = []
+        # the requests it carried out (answered 2xx, or cut after they were done), in order
+        self.carried_out: list[RecordedRequest] = []
         self.groups: dict[int, dict[str, Any]] = {}
         self.group_suppressions: dict[int, set[str]] = {}
         self.group_suppression_created: dict[tuple[int, str], int] = {}
@@ -367,8 +375,11 @@ class FakeSendGrid:
         self.invalid_emails: dict[str, dict[str, Any]] = {}
         self.sent_mail: list[dict[str, Any]] = []
         self._failures: deque[_Failure] = deque()
+        self._request_resets = 0
+        self.injected: Counter[str] = Counter()  # the faults it injected, by kind
         self._random_failures: tuple[float, random.Random] | None = None
         self._delay_seconds = 0.0
+        self._slowed = threading.Semaphore(64)  # one per slowed request in progress, up to 64
         self._handlers: dict[str, Callable[[_Call], _Reply]] = {
             "ListAsmGroup": self._list_groups,
             "GetAsmGroup": self._get_group,
@@ -425,7 +436,7 @@ class FakeSendGrid:
         """Listen on a free port of 127.0.0.1 and answer from a background thread."""
         if self._server is not None:
             raise RuntimeError("the fake SendGrid server is already running")
-        self._server = _Server(self._dispatch)
+        self._server = _Server(self._dispatch, self._take_request_reset)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -469,6 +480,7 @@ class FakeSendGrid:
             for collection in (
                 self.violations,
                 self.requests,
+                self.carried_out,
                 self.groups,
                 self.group_suppressions,
                 self.group_suppression_created,
@@ -479,10 +491,12 @@ class FakeSendGrid:
                 self.invalid_emails,
                 self.sent_mail,
                 self._failures,
+                self.injected,
             ):
                 collection.clear()
             self._random_failures = None
             self._delay_seconds = 0.0
+            self._request_resets = 0
 
     def take_violations(self) -> list[str]:
         """Return the violations recorded so far and forget them."""
@@ -572,6 +586,29 @@ class FakeSendGrid:
         with self._lock:
             self._failures.extend(_Failure(None) for _ in range(n))
 
+    def reset_next(self, n: int, *, during: str = "response") -> None:
+        """Reset the connection (TCP RST) of the next n requests part way through.
+
+        `during="request"`: after the request line and headers, before the body is read; nothing
+        is recorded or changed. `during="response"`: after the request was carried out (state
+        changed, mail accepted), part way through the answer's status line, so the client cannot know
+        that it succeeded: the case in which a retry repeats a call SendGrid already honoured."""
+        if during not in ("request", "response"):
+            raise ValueError("during must be 'request' or 'response'")
+        with self._lock:
+            if during == "request":
+                self._request_resets += n
+            else:
+                self._failures.extend(_Failure(None, after_handling=True) for _ in range(n))
+
+    def _take_request_reset(self) -> bool:
+        with self._lock:
+            if self._request_resets > 0:
+                self._request_resets -= 1
+                self.injected["reset mid-request"] += 1
+                return True
+            return False
+
     def failure_rate(self, p: float, seed: int = 0) -> None:
         """Fail a fraction p of valid requests (429, 500 or dropped), repeatably from `seed`."""
         with self._lock:
@@ -581,6 +618,21 @@ class FakeSendGrid:
         """Wait this long before answering every valid request (0 turns the delay off)."""
         with self._lock:
             self._delay_seconds = seconds
+
+    def wait_for_slowed(self, timeout: float = 30) -> None:
+        """Wait until every request slowed by `slow` has been carried out or refused: SendGrid
+        finishing what it was given before a client's retry comes (a real retry waits its backoff;
+        a test's clock does not move real time)."""
+        deadline = time.monotonic() + timeout
+        taken = 0
+        try:
+            while taken < 64:
+                if not self._slowed.acquire(timeout=max(deadline - time.monotonic(), 0)):
+                    raise TimeoutError("slowed requests still in progress")
+                taken += 1
+        finally:
+            for _ in range(taken):
+                self._slowed.release()
 
     def _next_failure(self) -> _Failure | None:
         with self._lock:
@@ -646,8 +698,9 @@ class FakeSendGrid:
                 body = json.loads(raw_body)
             except (OSError, EOFError, ValueError) as error:
                 body_problem = f"the body is not JSON: {error}"
+        recorded = RecordedRequest(method, path, raw_query, body, dict(headers))
         with self._lock:
-            self.requests.append(RecordedRequest(method, path, raw_query, body, dict(headers)))
+            self.requests.append(recorded)
         if headers.get("authorization") != f"Bearer {self.api_key}":
             self._violate(f"{label}: missing or wrong `Authorization: Bearer <api key>` header")
             return _error(401, "authorization required")
@@ -674,14 +727,41 @@ class FakeSendGrid:
         with self._lock:
             delay = self._delay_seconds
         if delay > 0:
-            time.sleep(delay)
+            with self._lock:
+                self.injected["slowed"] += 1
+            self._slowed.acquire()  # released when this request is done (see wait_for_slowed)
+            try:
+                time.sleep(delay)
+                return self._carry_out(recorded, handler, call, label, operation)
+            finally:
+                self._slowed.release()
+        return self._carry_out(recorded, handler, call, label, operation)
+
+    def _carry_out(
+        self,
+        recorded: RecordedRequest,
+        handler: Callable[[_Call], _Reply],
+        call: _Call,
+        label: str,
+        operation: _Operation,
+    ) -> _Reply | None:
+        """Inject the next failure, or carry the request out and answer."""
+        if self.before_handling is not None:
+            self.before_handling(recorded)
         failure = self._next_failure()
         if failure is not None:
+            with self._lock:
+                kind = ("reset mid-response" if failure.after_handling
+                        else "dropped" if failure.status is None else str(failure.status))
+                self.injected[kind] += 1
+        if failure is not None and not failure.after_handling:
             return None if failure.status is None else self._failure_reply(failure)
         with self._lock:
             reply = handler(call)
+            if reply.status < 300:
+                self.carried_out.append(recorded)
         self._check_reply(label, operation, reply)
-        return reply
+        return replace(reply, cut=True) if failure is not None else reply
 
     def _check_reply(self, label: str, operation: _Operation, reply: _Reply) -> None:
         """Hold the fake to the spec too: its own answers must match the documented responses."""
@@ -872,9 +952,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(
-        self, dispatch: Callable[[str, str, dict[str, str], bytes], _Reply | None]
+        self,
+        dispatch: Callable[[str, str, dict[str, str], bytes], _Reply | None],
+        take_request_reset: Callable[[], bool] = lambda: False,
     ) -> None:
         self.dispatch = dispatch
+        self.take_request_reset = take_request_reset
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -888,13 +971,28 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = 30
 
+    def _reset(self) -> None:
+        """Close with a TCP reset (SO_LINGER 0), as a crashed proxy or a network fault does."""
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+
     def _respond(self) -> None:
+        if self.server.take_request_reset():
+            self._reset()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         raw_body = self.rfile.read(length) if length > 0 else b""
         headers = {name.lower(): value for name, value in self.headers.items()}
         reply = self.server.dispatch(self.command, self.path, headers, raw_body)
         if reply is None:
             self.close_connection = True
+            return
+        if reply.cut:
+            # half a status line: a client that read headers to the end of the stream would
+            # otherwise take a cut answer for a whole one
+            self.wfile.write(f"HTTP/1.1 {reply.status}"[:10].encode("ascii"))
+            self._reset()
             return
         payload = b"" if reply.body is None else json.dumps(reply.body).encode("utf-8")
         self.send_response(reply.status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import subprocess
@@ -451,6 +452,25 @@ def test_a_dropped_connection_raises_in_the_client(
 
     assert fake.group_suppressions == {}
     assert sg.client.asm.groups.get().status_code == 200
+
+
+@pytest.mark.parametrize("during", ["request", "response"])
+def test_a_reset_connection_raises_in_the_client_and_only_a_reset_answer_was_carried_out(
+    fake: FakeSendGrid, sg: SendGridAPIClient, during: str
+) -> None:
+    fake.add_group(GROUP_ID, "Events")
+    fake.reset_next(1, during=during)
+
+    with pytest.raises((ConnectionError, urllib.error.URLError, http.client.HTTPException)):
+        sg.client.asm.groups._(GROUP_ID).suppressions.post(
+            request_body={"recipient_emails": ["a@example.com"]}
+        )
+
+    carried_out = {GROUP_ID: {"a@example.com"}} if during == "response" else {}
+    assert fake.group_suppressions == carried_out
+    assert len(fake.requests) == (1 if during == "response" else 0)
+    assert len(fake.carried_out) == len(fake.requests)
+    assert sg.client.asm.groups.get().status_code == 200, "only the next request is reset"
 
 
 def outcome_sequence(fake: FakeSendGrid, sg: SendGridAPIClient, seed: int) -> list[str]:

@@ -355,6 +355,7 @@ def test_sendgrid_receives_patron_id_unsubscribe_group_and_one_click_headers(
     assert recipient["headers"] == {
         "List-Unsubscribe": message.headers["List-Unsubscribe"],
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "Message-ID": f"<outbox-{message.id}.{int(message.created_at.timestamp())}@example.org>",
     }
     assert body["asm"] == {"group_id": 4242}
     assert body["from"] == {"email": "library@example.org", "name": "Library"}
