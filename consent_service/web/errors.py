@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, g, jsonify, render_template, request
 from flask.wrappers import Response
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
@@ -49,9 +49,25 @@ def handle_database_error(error: SQLAlchemyError) -> tuple[Response | str, int, 
     db.session.rollback()
     if not is_database_outage(error):
         return handle_http_error(InternalServerError())
-    body, code, headers = handle_http_error(
+    ask_to_retry_soon()
+    return handle_http_error(
         ServiceUnavailable("the database is unavailable for a moment; try again later"))
-    return body, code, {**headers, "Retry-After": str(OUTAGE_RETRY_SECONDS)}
+
+
+def ask_to_retry_soon() -> None:
+    """Mark this request's answer (a 503: the database cannot be used for a moment) to carry
+    `Retry-After: OUTAGE_RETRY_SECONDS`. It is set by `_retry_after`, the app's last after-request
+    function, because Flask-Limiter sets Retry-After on every answer of a rate-limited route to the
+    end of its window (an hour for "email me a link") and would otherwise send SendGrid and people
+    away for that long."""
+    g.retry_after_seconds = OUTAGE_RETRY_SECONDS
+
+
+def _retry_after(response: Response) -> Response:
+    seconds = g.get("retry_after_seconds")
+    if seconds is not None:
+        response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 def _explain(error: HTTPException, code: int) -> tuple[str, str]:
@@ -81,3 +97,6 @@ def _explain(error: HTTPException, code: int) -> tuple[str, str]:
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(SQLAlchemyError, handle_database_error)
+    # after-request functions run last-registered first: at the front of the list, this one runs
+    # after every other (Flask-Limiter's header injection included)
+    app.after_request_funcs.setdefault(None, []).insert(0, _retry_after)

@@ -15,6 +15,7 @@ from consent_service import runtime
 from consent_service.domain import ConsentServiceError
 from consent_service.extensions import csrf, db
 from consent_service.services.sendgrid_webhook import BatchRefusedError, receive_batch
+from consent_service.web.errors import ask_to_retry_soon
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def sendgrid_events() -> tuple[Response, int]:
     except SQLAlchemyError as error:
         db.session.rollback()
         logger.error("SendGrid webhook: the batch could not be stored: %s", type(error).__name__)
+        ask_to_retry_soon()
         return _refusal(503, "the batch could not be stored; send it again later")
     return jsonify(batch=received.batch_id, events=received.events,
                    processed=received.processed), 200
