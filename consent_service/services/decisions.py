@@ -6,9 +6,9 @@ from bisect import bisect_right
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
@@ -184,6 +184,7 @@ def record_decisions(session: Session, ctx: ServiceContext, requests: Sequence[D
     if not events:
         return results
     chain_new_events(session, events)
+    _number_on_sqlite(session, events)
     session.add_all(events)
     session.flush()
     for key, (ruling, event) in patron_state.items():
@@ -204,6 +205,23 @@ def record_decisions(session: Session, ctx: ServiceContext, requests: Sequence[D
     for index, _, event, patron_changed, address_changed in written:
         results[index] = Recorded(event, patron_changed, address_changed)
     return results
+
+
+def _number_on_sqlite(session: Session, events: Sequence[ConsentEvent]) -> None:
+    """Give new events their ids on SQLite, so that they are inserted by one executemany.
+
+    SQLite does not promise the order of the rows a many-row INSERT … RETURNING hands back, so
+    SQLAlchemy inserts rows whose ids it must read back one statement each (PostgreSQL returns
+    them in order, in one statement). SQLite has one writer, and this transaction has written
+    already (the chains' heads), so no other id can be taken until it ends: the next ids are the
+    largest one's successors, which SQLite itself would have given. `txid` is SQLite's constant
+    0, set here so that nothing is read back."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    first = (session.scalar(select(func.max(ConsentEvent.id))) or 0) + 1
+    for offset, event in enumerate(events):
+        event.id = first + offset
+        event.txid = 0
 
 
 def _checked_requests(session: Session, ctx: ServiceContext, requests: Sequence[DecisionRequest],
@@ -397,14 +415,19 @@ def queue_suppression_syncs(session: Session, addresses: Sequence[tuple[str, str
             SuppressionSyncJob.address_key.in_(sorted({address for address, _ in addresses})),
             SuppressionSyncJob.status == "pending")):
         pending.setdefault(job.address_key, job)
+    new: dict[str, dict[str, Any]] = {}
     for address, email in addresses:
         job = pending.get(address)
-        if job is None:
-            pending[address] = job = SuppressionSyncJob(address_key=address, email=email,
-                                                         created_at=now, available_at=now)
-            session.add(job)
-        elif job.email is None and email:
-            job.email = email
+        if job is not None:
+            if job.email is None and email:
+                job.email = email
+        elif address not in new:
+            new[address] = {"address_key": address, "email": email, "created_at": now,
+                            "available_at": now}
+        elif new[address]["email"] is None and email:
+            new[address]["email"] = email
+    if new:  # one executemany (an ORM insert would read each new id back)
+        session.execute(SuppressionSyncJob.__table__.insert(), list(new.values()))
 
 
 def _ineffective_twin_exists(session: Session, request: DecisionRequest, patron: Patron | None,
