@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -228,16 +228,11 @@ def _checked_requests(session: Session, ctx: ServiceContext, requests: Sequence[
                       now: datetime) -> list[_Pending]:
     """Each request checked (purpose, topic, time, subject) and its address keyed; raises on the
     first bad one, before anything is written."""
-    topics: set[str] | None = None
     pending = []
     for request in requests:
         purpose = ctx.catalog.get(request.purpose)
-        topic = WHOLE_PURPOSE
-        if request.topic:
-            if topics is None or request.topic not in topics:
-                topics = set(session.scalars(select(Topic.key)))
-            topic = checked_topic(session, purpose.key, purpose.has_topics, request.topic,
-                                  known=topics)
+        topic = checked_topic(session, purpose.key, purpose.has_topics, request.topic,
+                              known=ctx.known_topics)
         occurred_at = require_aware(request.occurred_at, "occurred_at").astimezone(UTC)
         if occurred_at > now + CLOCK_SKEW:
             raise InvalidEventError(f"occurred_at {occurred_at.isoformat()} is in the future")
@@ -277,34 +272,25 @@ def _put(session: Session, model: type[PatronDecision] | type[AddressDecision],
     row.occurred_at = ruling.occurred_at
     row.event_id = event.id
 def checked_topic(session: Session, purpose: str, has_topics: bool, topic: str | None, *,
-                  known: Collection[str] | None = None) -> str:
+                  known: set[str] | None = None) -> str:
     """The stored topic key ("" for the whole purpose); refuses a topic the purpose cannot have or that
-    is not configured. `known`: the configured topics' keys, when the caller has read them."""
+    is not configured. `known`: topic keys known to be configured (`ServiceContext.known_topics`):
+    topics are only ever added, so a key found once is not looked up again, and the keys read on a
+    miss are added to it."""
     if not topic:
         return WHOLE_PURPOSE
     if not has_topics:
         raise UnknownTopicError(f"purpose {purpose!r} has no topics (got topic {topic!r})")
     if known is not None and topic in known:
         return topic
-    if known is not None or session.scalar(select(Topic.id).where(Topic.key == topic)) is None:
-        names = sorted(known) if known is not None else list(
-            session.scalars(select(Topic.key).order_by(Topic.key)))
+    names = set(session.scalars(select(Topic.key)))
+    if known is not None:
+        known.update(names)
+    if topic not in names:
         raise UnknownTopicError(
-            f"unknown topic {topic!r}; the topics are: {', '.join(names) or 'none yet'} "
+            f"unknown topic {topic!r}; the topics are: {', '.join(sorted(names)) or 'none yet'} "
             "(add one with `topics add`)")
     return topic
-
-
-def _row_ruling(row: PatronDecision | AddressDecision) -> Ruling:
-    return Ruling(Decision(row.decision), row.occurred_at, Actor(row.actor), str(row.event_id))
-
-
-def _repeats(row: PatronDecision | AddressDecision | None, ruling: Ruling) -> bool:
-    """The ruling says what is in force already, and is not newer: recording it would add nothing."""
-    if row is None:
-        return False
-    current = _row_ruling(row)
-    return current.decision is ruling.decision and not ruling.overrides(current)
 
 
 def _take_turns(session: Session, pending: Sequence[_Pending]) -> None:
