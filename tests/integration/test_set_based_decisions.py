@@ -80,9 +80,12 @@ def ledger_state(session) -> tuple:
     """Everything the rules decide, without database ids, hashes or salts."""
     session.expire_all()
     cards = {p.id: p.card_number for p in session.scalars(select(Patron))}
+    versions = {v.id: v.version for v in session.scalars(select(PolicyVersion))}
+    chains = {f"p:{id_}": f"p:{card}" for id_, card in cards.items()}  # ids differ between runs
     events = {e.id: (cards.get(e.patron_id), e.address_key, e.purpose, e.topic, e.decision,
                      e.source, e.actor, e.occurred_at, e.effective, e.sg_event_id,
-                     e.policy_version_id, e.chain_key, e.chain_seq)
+                     versions.get(e.policy_version_id), chains.get(e.chain_key, e.chain_key),
+                     e.chain_seq)
               for e in session.scalars(select(ConsentEvent))}
     return (
         sorted(events.values(), key=repr),
