@@ -23,7 +23,7 @@ from consent_service.services.patron_import import (
     write_patron_rows,
 )
 from consent_service.services.patrons import PatronNotFoundError, find_by_card
-from consent_service.services.standing import load_standings
+from consent_service.services.standing import load_standing
 
 BATCH_ITEMS = RowPlaces(container="batch", row_format="patrons[{}]")
 ONE_RECORD = RowPlaces(container="request", row_format="record {}")
@@ -169,8 +169,9 @@ def eligibility(session: Session, ctx: ServiceContext, patron: Patron, *, purpos
     :raise UnknownTopicError: a topic the purpose cannot have, or one not configured.
     """
     chosen = ctx.catalog.get(purpose)
-    topic_key = checked_topic(session, chosen.key, chosen.has_topics, topic) or None
-    standing = load_standings(session, [patron], [chosen.key])[patron.id]
+    topic_key = checked_topic(session, chosen.key, chosen.has_topics, topic,
+                              known=ctx.known_topics) or None
+    standing = load_standing(session, patron, [chosen.key])
     verdict = standing.verdict(chosen, topic_key, ctx.today(now))
     return Eligibility(patron.public_id, chosen.key, topic_key, verdict.allowed,
                        verdict.reason.value if verdict.reason else None)

@@ -28,6 +28,9 @@ class ServiceContext:
     library_phone: str = ""
     jurisdiction: str = "US-CO"  # the law a consent receipt is given under
     guardians: GuardianSettings = field(default_factory=GuardianSettings)
+    # Topic keys seen configured: topics are only ever added, so each is looked up once per
+    # process (services.decisions.checked_topic).
+    known_topics: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def address_key(self, normalized_email: str) -> str:
         return address_key(self.address_secret, normalized_email)

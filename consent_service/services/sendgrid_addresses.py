@@ -3,7 +3,8 @@ addresses. Shared by the Event Webhook and reconciliation; the caller commits.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -24,71 +25,147 @@ from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import (
     DecisionRequest,
     Recorded,
-    queue_suppression_sync,
-    record_decision,
+    queue_suppression_syncs,
+    record_decisions,
 )
+
+
+@dataclass(frozen=True)
+class EmailDecision:
+    """A decision SendGrid reports for an address (see record_email_decisions)."""
+
+    email: str
+    address: str
+    decision: Decision
+    topic: str | None
+    occurred_at: datetime
+    source: Source
+    patron: Patron | None
+    evidence: Mapping[str, str]
+    sg_event_id: str | None
 
 
 def record_email_decision(session: Session, ctx: ServiceContext, *, email: str, address: str,
                           decision: Decision, topic: str | None, occurred_at: datetime,
                           source: Source, patron: Patron | None, evidence: Mapping[str, str],
                           sg_event_id: str | None, now: datetime) -> Recorded:
-    """Record a decision SendGrid reports for an address, at the time SendGrid gives.
+    """Record a decision SendGrid reports for an address, at the time SendGrid gives (see
+    record_email_decisions)."""
+    return record_email_decisions(session, ctx, [EmailDecision(
+        email, address, decision, topic, occurred_at, source, patron, evidence, sg_event_id)],
+        now=now)[0]
 
-    It is the address's decision (one event, whoever shares the address), recorded for `patron`
+
+def record_email_decisions(session: Session, ctx: ServiceContext,
+                           decisions: Sequence[EmailDecision], *, now: datetime) -> list[Recorded]:
+    """Record decisions SendGrid reports for addresses, in order, at the times SendGrid gives.
+
+    Each is the address's decision (one event, whoever shares the address), recorded for `patron`
     when the message named a patron at this address, else for the address alone. The ledger's
     ordering rules apply: a late report never overturns a newer decision. When the decision in force
     afterwards is not the reported one, SendGrid now disagrees with the ledger, so the address is
-    queued for a push of the ledger's state (the newer decision wins on both sides).
+    queued for a push of the ledger's state (the newer decision wins on both sides). Checked once
+    after all are recorded: a later report at the same address either changes its state (and
+    queues the push itself) or leaves the state the earlier one was checked against.
     """
-    recorded = record_decision(session, ctx, DecisionRequest(
-        purpose=EMAIL_PURPOSE, topic=topic, decision=decision, source=source, actor=Actor.SYSTEM,
-        occurred_at=occurred_at, patron=patron, email=email, evidence=evidence,
-        sg_event_id=sg_event_id), now=now)
-    if not recorded.address_changed:
-        in_force = resolve(address_state(session, address), EMAIL_PURPOSE, topic)
-        if in_force is None or in_force.decision is not decision:
-            queue_suppression_sync(session, address, email, now)
+    if not decisions:
+        return []
+    recorded = record_decisions(session, ctx, [DecisionRequest(
+        purpose=EMAIL_PURPOSE, topic=item.topic, decision=item.decision, source=item.source,
+        actor=Actor.SYSTEM, occurred_at=item.occurred_at, patron=item.patron, email=item.email,
+        evidence=item.evidence, sg_event_id=item.sg_event_id) for item in decisions], now=now)
+    unchanged = [item for item, result in zip(decisions, recorded, strict=True)
+                 if not result.address_changed]
+    if unchanged:
+        states = address_states(session, sorted({item.address for item in unchanged}))
+        disagreeing = []
+        for item in unchanged:
+            in_force = resolve(states.get(item.address, {}), EMAIL_PURPOSE, item.topic)
+            if in_force is None or in_force.decision is not item.decision:
+                disagreeing.append((item.address, item.email))
+        queue_suppression_syncs(session, disagreeing, now)
     return recorded
 
 
 def suppress_address(session: Session, address: str, reason: str, at: datetime) -> bool:
-    """Suppress an address from `at` (a spam report). One row per address keeps the latest report
-    (at one instant, the greater reason); a report older than the one kept changes nothing. A report
-    is lifted by any opt-in at the address made after it, whichever arrived first, so arrival order
-    never matters. Returns whether anything changed."""
-    row = session.get(AddressSuppression, address)
-    if row is not None and (row.suppressed_at, row.reason) >= (at, reason):
-        return False
-    lifting = session.scalar(
-        select(ConsentEvent).where(
-            ConsentEvent.address_key == address, ConsentEvent.purpose == EMAIL_PURPOSE,
-            ConsentEvent.decision == Decision.OPT_IN.value, ConsentEvent.effective.is_(True),
-            ConsentEvent.occurred_at > at,
-        ).order_by(ConsentEvent.occurred_at).limit(1))
-    if row is None:
-        row = AddressSuppression(address_key=address)
-        session.add(row)
-    row.reason = reason
-    row.suppressed_at = at
-    row.lifted_at = lifting.recorded_at if lifting else None
-    row.lifted_by_event_id = lifting.id if lifting else None
-    return True
+    """Suppress an address from `at` (a spam report); see suppress_addresses. Returns whether
+    anything changed."""
+    return bool(suppress_addresses(session, [(address, reason, at)]))
+
+
+def suppress_addresses(session: Session, reports: Sequence[tuple[str, str, datetime]]) -> set[str]:
+    """Suppress addresses, each (address key, reason, at) from `at` (a spam report), in order. One
+    row per address keeps the latest report (at one instant, the greater reason); a report older
+    than the one kept changes nothing. A report is lifted by any opt-in at the address made after
+    it, whichever arrived first, so arrival order never matters. Reads the rows, and the opt-ins
+    that lift them, once. Returns the addresses whose row changed."""
+    if not reports:
+        return set()
+    addresses = sorted({address for address, _, _ in reports})
+    rows = {row.address_key: row for row in session.scalars(
+        select(AddressSuppression).where(AddressSuppression.address_key.in_(addresses)))}
+    latest: dict[str, tuple[datetime, str]] = {}
+    for address, reason, at in reports:
+        row = rows.get(address)
+        kept = latest.get(address) or ((row.suppressed_at, row.reason) if row else None)
+        if kept is None or (at, reason) > kept:
+            latest[address] = (at, reason)
+    if not latest:
+        return set()
+    earliest = min(at for at, _ in latest.values())
+    opt_ins: dict[str, list[tuple[datetime, int, datetime]]] = {}
+    for address_key, occurred_at, event_id, recorded_at in session.execute(
+            select(ConsentEvent.address_key, ConsentEvent.occurred_at, ConsentEvent.id,
+                   ConsentEvent.recorded_at).where(
+                ConsentEvent.address_key.in_(sorted(latest)),
+                ConsentEvent.purpose == EMAIL_PURPOSE,
+                ConsentEvent.decision == Decision.OPT_IN.value,
+                ConsentEvent.effective.is_(True),
+                ConsentEvent.occurred_at > earliest)):
+        opt_ins.setdefault(address_key, []).append((occurred_at, event_id, recorded_at))
+    for address, (at, reason) in latest.items():
+        after = [opt_in for opt_in in opt_ins.get(address, []) if opt_in[0] > at]
+        lifting = min(after) if after else None
+        row = rows.get(address)
+        if row is None:
+            row = AddressSuppression(address_key=address)
+            session.add(row)
+        row.reason = reason
+        row.suppressed_at = at
+        row.lifted_at = lifting[2] if lifting else None
+        row.lifted_by_event_id = lifting[1] if lifting else None
+    return set(latest)
 
 
 def mark_undeliverable(session: Session, address: str, reason: str, at: datetime) -> bool:
-    """Mark an address undeliverable since `at` (the earliest report is kept, so order does not
-    matter). Not a decision: it ends when a patron's address changes. Returns whether it changed."""
-    row = session.get(UndeliverableAddress, address)
-    reason = reason or "bounced"
-    if row is not None and (row.occurred_at, row.reason) <= (at, reason):
-        return False
-    if row is None:
-        row = UndeliverableAddress(address_key=address)
-        session.add(row)
-    row.reason = reason[:200]
-    row.occurred_at = at
-    return True
+    """Mark an address undeliverable since `at`; see mark_undeliverable_addresses. Returns whether
+    it changed."""
+    return bool(mark_undeliverable_addresses(session, [(address, reason, at)]))
+
+
+def mark_undeliverable_addresses(session: Session,
+                                 marks: Sequence[tuple[str, str, datetime]]) -> set[str]:
+    """Mark addresses undeliverable, each (address key, reason, since `at`): the earliest report is
+    kept, so order does not matter. Not a decision: it ends when a patron's address changes. Reads
+    the rows once; returns the addresses whose row changed."""
+    if not marks:
+        return set()
+    rows = {row.address_key: row for row in session.scalars(
+        select(UndeliverableAddress).where(
+            UndeliverableAddress.address_key.in_(sorted({address for address, _, _ in marks}))))}
+    changed: set[str] = set()
+    for address, reason, at in marks:
+        row = rows.get(address)
+        reason = reason or "bounced"
+        if row is not None and (row.occurred_at, row.reason) <= (at, reason):
+            continue
+        if row is None:
+            rows[address] = row = UndeliverableAddress(address_key=address)
+            session.add(row)
+        row.reason = reason[:200]
+        row.occurred_at = at
+        changed.add(address)
+    return changed
 
 
 def address_state(session: Session, address: str) -> dict[Key, Ruling]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Table, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -39,9 +39,12 @@ from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import CLOCK_SKEW
 from consent_service.services.outages import is_database_outage
 from consent_service.services.sendgrid_addresses import (
+    EmailDecision,
     mark_undeliverable,
-    record_email_decision,
+    mark_undeliverable_addresses,
+    record_email_decisions,
     suppress_address,
+    suppress_addresses,
     topic_groups,
 )
 
@@ -54,6 +57,9 @@ DUPLICATE = "duplicate"  # delivered before: same sg_event_id, or same content
 UNKNOWN_GROUP = "unknown_group"  # an asm_group_id no topic is mapped to
 INVALID = "invalid"  # malformed, or should act but cannot (kept in WebhookBatch.rejected)
 REASON_LENGTH = 200  # a rejected event's reason, on one line
+# Receipts are inserted as table rows: the ORM's bulk insert leaves out None values, so receipts
+# with and without a group would alternate between two statements, one executemany per run.
+_RECEIPTS: Table = SendGridEventReceipt.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -233,7 +239,15 @@ class _Work:
 
 def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_events: Sequence[Any],
                   now: datetime) -> tuple[Counter[str], list[tuple[int, str]]]:
-    """Apply the events; returns them counted by outcome, and the rejected ones as (index, reason)."""
+    """Apply the events; returns them counted by outcome, and the rejected ones as (index, reason).
+
+    The events that ask nothing (nine in ten) are counted on their name alone and never reach the
+    database. The actionable ones are checked against the receipts in one query, then applied
+    together (`_apply_together`: one `record_decisions`, the suppressions and undeliverable marks
+    read and written once, the receipts inserted by one executemany) inside one savepoint. Events
+    at an address that also has a spam report or a drop for a suppressed address in the same batch
+    are applied one by one in batch order, as is every event when the savepoint fails (a database
+    refusal that belongs to one event), so each is judged on its own as before."""
     counts: Counter[str] = Counter({SKIPPED: 0, APPLIED: 0, DUPLICATE: 0, UNKNOWN_GROUP: 0,
                                     INVALID: 0})
     rejected: list[tuple[int, str]] = []
@@ -269,50 +283,159 @@ def _apply_events(session: Session, ctx: ServiceContext, batch_id: int, raw_even
     seen_hashes, seen_ids = _receipts_for(session, work)
     groups = {group: key for key, group in topic_groups(session).items()}
     named = _named_patrons(session, work)
+    fresh: list[_Work] = []
+    copies: dict[int, list[_Work]] = {}  # a fresh event's index -> later copies in this batch
+    first: dict[str, _Work] = {}
     for item in work:
         event = item.event
-        repeated_id = event.sg_event_id is not None and event.sg_event_id in seen_ids
-        if repeated_id or item.content_hash in seen_hashes:
+        if (event.sg_event_id is not None and event.sg_event_id in seen_ids) \
+                or item.content_hash in seen_hashes:
             counts[DUPLICATE] += 1
             continue
-        topic = groups.get(event.group_id) if event.group_id is not None else None
-        outcome = UNKNOWN_GROUP if event.group_id is not None and topic is None else APPLIED
+        original = first.get(item.content_hash) or (
+            first.get("id:" + event.sg_event_id) if event.sg_event_id else None)
+        if original is not None:
+            counts[DUPLICATE] += 1
+            copies.setdefault(original.index, []).append(item)
+            continue
+        first[item.content_hash] = item
+        if event.sg_event_id:
+            first["id:" + event.sg_event_id] = item
+        fresh.append(item)
+
+    together, alone = _partition(fresh)
+    if together:
         try:
             with session.begin_nested():
-                if outcome == APPLIED:
-                    patron = named.get(event.patron_public_id or "")
-                    if patron is not None and patron.address_key != item.address:
-                        patron = None  # the message named someone else: the address alone decided
-                    _apply(session, ctx, item, topic, patron, batch_id, now)
-                session.add(SendGridEventReceipt(
-                    content_hash=item.content_hash, sg_event_id=event.sg_event_id,
-                    batch_id=batch_id, event=event.name, asm_group_id=event.group_id,
-                    occurred_at=event.occurred_at, received_at=now, outcome=outcome))
-        except IntegrityError:
-            if _received(session, item):  # another process applied it meanwhile
-                outcome = DUPLICATE
-            else:
-                logger.error("SendGrid batch %d: event %d not applied: IntegrityError", batch_id,
-                             item.index)
-                reject(item.index, "not applied: the database refused it (IntegrityError)")
-                continue
+                counts.update(_apply_together(session, ctx, together, groups, named, batch_id,
+                                              now))
         except SQLAlchemyError as error:
             if is_database_outage(error):
                 raise
-            logger.error("SendGrid batch %d: event %d not applied: %s", batch_id, item.index,
+            logger.warning("SendGrid batch %d: applied one event at a time after %s", batch_id,
+                           type(error).__name__)
+            alone = fresh
+        except Exception as error:  # a defect: found again, and kept to its event, one by one
+            logger.error("SendGrid batch %d: applied one event at a time after %s", batch_id,
                          type(error).__name__)
-            reject(item.index, f"not applied: the database refused it ({type(error).__name__})")
-            continue
-        except Exception as error:  # a defect met by this event alone: the others still count
-            logger.error("SendGrid batch %d: event %d not applied: %s", batch_id, item.index,
-                         type(error).__name__)
-            reject(item.index, f"not applied: {_described(error)}")
-            continue
-        seen_hashes.add(item.content_hash)
-        if event.sg_event_id:
-            seen_ids.add(event.sg_event_id)
-        counts[outcome] += 1
+            alone = fresh
+    for item in alone:
+        outcome = _apply_alone(session, ctx, item, groups, named, batch_id, now, reject)
+        while outcome is None and copies.get(item.index):
+            # refused: its next copy in this batch is tried in its place, as it would have been
+            item = copies[item.index].pop(0)
+            counts[DUPLICATE] -= 1
+            outcome = _apply_alone(session, ctx, item, groups, named, batch_id, now, reject)
+        if outcome is not None:
+            counts[outcome] += 1
     return counts, rejected
+
+
+_SUPPRESSING = (Action.SPAM_REPORT, Action.SUPPRESS)
+_DECIDING = (Action.OPT_OUT_ALL, Action.SPAM_REPORT, Action.OPT_OUT_TOPIC, Action.OPT_IN_TOPIC)
+
+
+def _partition(items: list[_Work]) -> tuple[list[_Work], list[_Work]]:
+    """The events that can be applied together, and those to apply one by one in batch order: at
+    an address where a suppression (spam report, drop for a suppressed address) meets another
+    decision or suppression of the same batch, whether an opt-in lifts it depends on their order.
+    Everywhere else order within the batch cannot matter beyond what `record_decisions` keeps
+    (its requests in batch order), and undeliverable marks keep the earliest whatever the order."""
+    acting: Counter[str] = Counter()
+    suppressing: set[str] = set()
+    for item in items:
+        if item.event.action in _DECIDING or item.event.action in _SUPPRESSING:
+            acting[item.address] += 1
+        if item.event.action in _SUPPRESSING:
+            suppressing.add(item.address)
+    ordered = {address for address in suppressing if acting[address] > 1}
+    together = [item for item in items if item.address not in ordered]
+    alone = [item for item in items if item.address in ordered]
+    return together, alone
+
+
+def _apply_together(session: Session, ctx: ServiceContext, items: list[_Work],
+                    groups: Mapping[int, str], named: Mapping[str, Patron], batch_id: int,
+                    now: datetime) -> Counter[str]:
+    """Apply fresh events (see `_partition`) set-based: the outcome of `_apply_alone` for each, in
+    a fixed number of statements. Raises on any failure; the caller's savepoint undoes it all."""
+    outcomes: Counter[str] = Counter()
+    decisions: list[EmailDecision] = []
+    suppressions: list[tuple[str, str, datetime]] = []
+    marks: list[tuple[str, str, datetime]] = []
+    receipts: list[dict[str, Any]] = []
+    for item in items:
+        event = item.event
+        topic, outcome = _topic_of(event, groups)
+        outcomes[outcome] += 1
+        receipts.append(_receipt(item, batch_id, outcome, now))
+        if outcome != APPLIED:
+            continue
+        if event.action in _DECIDING:
+            decisions.append(_email_decision(item, topic, _patron_of(item, named), batch_id))
+        if event.action in _SUPPRESSING:
+            reason = event.suppression or Suppression.SPAM_REPORT
+            suppressions.append((item.address, reason.value, event.occurred_at))
+        elif event.action is Action.UNDELIVERABLE:
+            marks.append((item.address, event.detail or event.name, event.occurred_at))
+    record_email_decisions(session, ctx, decisions, now=now)
+    suppress_addresses(session, suppressions)
+    mark_undeliverable_addresses(session, marks)
+    session.execute(_RECEIPTS.insert(), receipts)
+    return outcomes
+
+
+def _apply_alone(session: Session, ctx: ServiceContext, item: _Work, groups: Mapping[int, str],
+                 named: Mapping[str, Patron], batch_id: int, now: datetime,
+                 reject: Callable[[int, str], None]) -> str | None:
+    """Apply one event inside its own savepoint; its outcome, or None when it was rejected."""
+    event = item.event
+    topic, outcome = _topic_of(event, groups)
+    try:
+        with session.begin_nested():
+            if outcome == APPLIED:
+                _apply(session, ctx, item, topic, _patron_of(item, named), batch_id, now)
+            session.execute(_RECEIPTS.insert(), [_receipt(item, batch_id, outcome, now)])
+    except IntegrityError:
+        if _received(session, item):  # another process applied it meanwhile
+            return DUPLICATE
+        logger.error("SendGrid batch %d: event %d not applied: IntegrityError", batch_id,
+                     item.index)
+        reject(item.index, "not applied: the database refused it (IntegrityError)")
+        return None
+    except SQLAlchemyError as error:
+        if is_database_outage(error):
+            raise
+        logger.error("SendGrid batch %d: event %d not applied: %s", batch_id, item.index,
+                     type(error).__name__)
+        reject(item.index, f"not applied: the database refused it ({type(error).__name__})")
+        return None
+    except Exception as error:  # a defect met by this event alone: the others still count
+        logger.error("SendGrid batch %d: event %d not applied: %s", batch_id, item.index,
+                     type(error).__name__)
+        reject(item.index, f"not applied: {_described(error)}")
+        return None
+    return outcome
+
+
+def _topic_of(event: SendGridEvent, groups: Mapping[int, str]) -> tuple[str | None, str]:
+    """The topic an event's unsubscribe group is mapped to, and whether it can be applied."""
+    topic = groups.get(event.group_id) if event.group_id is not None else None
+    return topic, UNKNOWN_GROUP if event.group_id is not None and topic is None else APPLIED
+
+
+def _patron_of(item: _Work, named: Mapping[str, Patron]) -> Patron | None:
+    """The patron the message named, if they are at the event's address (else the address alone
+    decides: the message named someone else)."""
+    patron = named.get(item.event.patron_public_id or "")
+    return patron if patron is not None and patron.address_key == item.address else None
+
+
+def _receipt(item: _Work, batch_id: int, outcome: str, now: datetime) -> dict[str, Any]:
+    event = item.event
+    return {"content_hash": item.content_hash, "sg_event_id": event.sg_event_id,
+            "batch_id": batch_id, "event": event.name, "asm_group_id": event.group_id,
+            "occurred_at": event.occurred_at, "received_at": now, "outcome": outcome}
 
 
 def _described(error: Exception) -> str:
@@ -333,21 +456,26 @@ def _received(session: Session, item: _Work) -> bool:
 def _apply(session: Session, ctx: ServiceContext, item: _Work, topic: str | None,
            patron: Patron | None, batch_id: int, now: datetime) -> None:
     event = item.event
-    evidence = {"sendgrid_event": event.name, "webhook_batch": str(batch_id)}
-    if event.sg_message_id:
-        evidence["sg_message_id"] = event.sg_message_id
-    if event.action in (Action.OPT_OUT_ALL, Action.SPAM_REPORT, Action.OPT_OUT_TOPIC,
-                        Action.OPT_IN_TOPIC):
-        decision = Decision.OPT_IN if event.action is Action.OPT_IN_TOPIC else Decision.OPT_OUT
-        record_email_decision(
-            session, ctx, email=event.email, address=item.address, decision=decision, topic=topic,
-            occurred_at=event.occurred_at, source=Source.SENDGRID_WEBHOOK, patron=patron,
-            evidence=evidence, sg_event_id=event.sg_event_id, now=now)
-    if event.action in (Action.SPAM_REPORT, Action.SUPPRESS):
+    if event.action in _DECIDING:
+        record_email_decisions(session, ctx, [_email_decision(item, topic, patron, batch_id)],
+                               now=now)
+    if event.action in _SUPPRESSING:
         reason = event.suppression or Suppression.SPAM_REPORT
         suppress_address(session, item.address, reason.value, event.occurred_at)
     elif event.action is Action.UNDELIVERABLE:
         mark_undeliverable(session, item.address, event.detail or event.name, event.occurred_at)
+
+
+def _email_decision(item: _Work, topic: str | None, patron: Patron | None,
+                    batch_id: int) -> EmailDecision:
+    event = item.event
+    evidence = {"sendgrid_event": event.name, "webhook_batch": str(batch_id)}
+    if event.sg_message_id:
+        evidence["sg_message_id"] = event.sg_message_id
+    decision = Decision.OPT_IN if event.action is Action.OPT_IN_TOPIC else Decision.OPT_OUT
+    return EmailDecision(email=event.email, address=item.address, decision=decision, topic=topic,
+                         occurred_at=event.occurred_at, source=Source.SENDGRID_WEBHOOK,
+                         patron=patron, evidence=evidence, sg_event_id=event.sg_event_id)
 
 
 def _receipts_for(session: Session, work: list[_Work]) -> tuple[set[str], set[str]]:

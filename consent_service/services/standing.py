@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Protocol, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import CompoundSelect, bindparam, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from consent_service.domain.eligibility import AddressStatus, PatronFacts, Verdict, evaluate
@@ -99,17 +100,66 @@ def load_standings(session: Session, patrons: Iterable[PatronLike],
 
     standings: dict[int, Standing] = {}
     for p in patrons:
-        facts = PatronFacts(
-            active=p.status == "active",
-            birth_date=p.birth_date,
-            has_email=bool(p.email),
-            has_postal_address=bool(p.street and p.city and p.postal_code),
-        )
         key = p.address_key or ""
-        standings[p.id] = Standing(
-            facts,
-            own.get(p.id, {}),
-            by_address.get(key, {}),
-            AddressStatus(suppressed=key in suppressed, undeliverable=key in undeliverable),
-        )
+        standings[p.id] = _standing(p, own.get(p.id, {}), by_address.get(key, {}),
+                                    suppressed=key in suppressed,
+                                    undeliverable=key in undeliverable)
     return standings
+
+
+def load_standing(session: Session, patron: PatronLike,
+                  purposes: Collection[str] | None = None) -> Standing:
+    """The standing of one patron, as `load_standings` gives it, in one statement (a page or an
+    API answer about one patron: its decisions, its address's, and the address's suppression and
+    undeliverable mark, read together)."""
+    own: dict[Key, Ruling] = {}
+    by_address: dict[Key, Ruling] = {}
+    suppressed = undeliverable = False
+    parameters: dict[str, object] = {"patron_id": patron.id, "address_key": patron.address_key}
+    if purposes is not None:
+        parameters["purposes"] = sorted(purposes)
+    for kind, purpose, topic, decision, actor, occurred_at, event_id in session.execute(
+            _one_standing(purposes is not None), parameters):
+        if kind == "p" or kind == "a":
+            ruling = Ruling(Decision(decision), occurred_at, Actor(actor), str(event_id))
+            (own if kind == "p" else by_address)[(purpose, topic)] = ruling
+        elif kind == "s":
+            suppressed = True
+        else:
+            undeliverable = True
+    return _standing(patron, own, by_address, suppressed=suppressed, undeliverable=undeliverable)
+
+
+@functools.cache
+def _one_standing(by_purpose: bool) -> CompoundSelect:
+    """The statement of `load_standing`, built once: rows of (kind, purpose, topic, decision,
+    actor, occurred_at, event_id), kind `p` a patron decision, `a` an address decision, `s` a
+    suppression in force, `u` an undeliverable mark."""
+    patron_id, address = bindparam("patron_id"), bindparam("address_key")
+    decisions = []
+    for kind, table, subject in (("p", PatronDecision, PatronDecision.patron_id == patron_id),
+                                 ("a", AddressDecision, AddressDecision.address_key == address)):
+        query = select(literal(kind).label("kind"), table.purpose, table.topic, table.decision,
+                       table.actor, table.occurred_at, table.event_id).where(subject)
+        if by_purpose:
+            query = query.where(table.purpose.in_(bindparam("purposes", expanding=True)))
+        decisions.append(query)
+    blank = (literal(""), literal(""), literal(""), literal(""), null(), null())
+    return union_all(
+        *decisions,
+        select(literal("s"), *blank).where(AddressSuppression.address_key == address,
+                                           AddressSuppression.lifted_at.is_(None)),
+        select(literal("u"), *blank).where(UndeliverableAddress.address_key == address),
+    )
+
+
+def _standing(p: PatronLike, own: dict[Key, Ruling], by_address: dict[Key, Ruling], *,
+              suppressed: bool, undeliverable: bool) -> Standing:
+    facts = PatronFacts(
+        active=p.status == "active",
+        birth_date=p.birth_date,
+        has_email=bool(p.email),
+        has_postal_address=bool(p.street and p.city and p.postal_code),
+    )
+    return Standing(facts, own, by_address,
+                    AddressStatus(suppressed=suppressed, undeliverable=undeliverable))

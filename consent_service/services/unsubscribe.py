@@ -19,7 +19,7 @@ from consent_service.models import Patron, Topic, UnsubscribeFeedback
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.links import open_link
-from consent_service.services.standing import load_standings
+from consent_service.services.standing import load_standing
 from consent_service.services.topics import topic_names
 
 FEEDBACK_REASONS = ("too_many", "not_relevant", "never_signed_up", "other")
@@ -84,7 +84,7 @@ def unsubscribe(session: Session, ctx: ServiceContext, link: UnsubscribeLink, *,
     """
     if link.masked_email is None:
         return Unsubscribed(None, None, recorded=False)
-    in_force = _opt_out_in_force(session, link.patron, link.topic)
+    in_force = link.stopped  # read when the link was opened, in this request
     if in_force is not None:
         return Unsubscribed(int(in_force.event_ref), in_force.occurred_at, recorded=False)
     result = record_decision(session, ctx, DecisionRequest(
@@ -136,6 +136,6 @@ def _opt_out_in_force(session: Session, patron: Patron, topic: str | None) -> Ru
     """The email opt-out in force at the patron's address for the topic (or all email), if any."""
     if not patron.email:
         return None
-    standing = load_standings(session, [patron], purposes=[EMAIL_PURPOSE])[patron.id]
+    standing = load_standing(session, patron, purposes=[EMAIL_PURPOSE])
     ruling = resolve(standing.address_state, EMAIL_PURPOSE, topic)
     return ruling if ruling is not None and ruling.decision is Decision.OPT_OUT else None

@@ -155,7 +155,9 @@ def unsubscribe_page(token: str) -> ResponseReturnValue:
     """GET/HEAD: what the link stops, one button; nothing changes (mail scanners fetch links).
     POST: the opt-out, from the page's button or from a mail client's RFC 8058 one-click request
     (`List-Unsubscribe=One-Click`, urlencoded or multipart, no cookies): no CSRF token is needed,
-    the answer is a 200 page and never a redirect, and repeating it changes nothing."""
+    the answer is a 200 page and never a redirect, and repeating it changes nothing. The answer to
+    a one-click request has no "tell us why" form: a mail provider's server sends it and nobody
+    reads the page, and the form's CSRF token would start a session for that server."""
     ctx = runtime.context()
     now = runtime.now()
     link = open_unsubscribe_link(db.session, ctx, token, now=now)
@@ -169,7 +171,8 @@ def unsubscribe_page(token: str) -> ResponseReturnValue:
                           source=Source.ONE_CLICK if one_click else Source.UNSUBSCRIBE_LINK,
                           evidence=_evidence(link.claims), now=now)
     return render_template("public/unsubscribed.html", link=link, since=outcome.since,
-                           form=FeedbackForm(formdata=None), preferences_url=preferences_url)
+                           form=None if one_click else FeedbackForm(formdata=None),
+                           preferences_url=preferences_url)
 
 
 @bp.post("/unsubscribe/<token>/feedback")

@@ -389,14 +389,17 @@ def test_an_unexpected_failure_applying_one_event_undoes_only_that_event(
     a = make_patron(email="a@example.org")
     b = make_patron(email="b@example.org")
     c = make_patron(email="c@example.org")
-    real_apply = sendgrid_webhook._apply
+    real_record = sendgrid_webhook.record_email_decisions
 
-    def fail_after_writing_for_b(session_, ctx_, item, *args):
-        real_apply(session_, ctx_, item, *args)  # b's decision is written, then the failure
-        if item.event.email == "b@example.org":
-            raise KeyError("a defect met by this event alone")
+    def fail_after_writing_for_b(session_, ctx_, decisions, **kwargs):
+        recorded = real_record(session_, ctx_, decisions, **kwargs)  # b's decision is written
+        if any(decision.email == "b@example.org" for decision in decisions):
+            raise KeyError("a defect met by this event alone")  # then the failure
+        return recorded
 
-    monkeypatch.setattr(sendgrid_webhook, "_apply", fail_after_writing_for_b)
+    # Met first where the batch's events are applied together, then by b alone when each event
+    # is applied on its own.
+    monkeypatch.setattr(sendgrid_webhook, "record_email_decisions", fail_after_writing_for_b)
     caplog.set_level(logging.WARNING)
     events = [sendgrid_event("unsubscribe", address, NOW - MINUTE, sg_event_id=f"ev-{address}")
               for address in ("a@example.org", "b@example.org", "c@example.org")]
@@ -421,14 +424,14 @@ def test_a_database_outage_while_applying_fails_the_whole_batch_for_a_retry(
         client, session, ctx, make_patron, signer, monkeypatch):
     a = make_patron(email="a@example.org")
     b = make_patron(email="b@example.org")
-    real_apply = sendgrid_webhook._apply
+    real_record = sendgrid_webhook.record_email_decisions
 
-    def outage_at_b(session_, ctx_, item, *args):
-        if item.event.email == "b@example.org":
+    def outage_at_b(session_, ctx_, decisions, **kwargs):
+        if any(decision.email == "b@example.org" for decision in decisions):
             raise OperationalError("insert", {}, Exception("server closed the connection"))
-        real_apply(session_, ctx_, item, *args)
+        return real_record(session_, ctx_, decisions, **kwargs)
 
-    monkeypatch.setattr(sendgrid_webhook, "_apply", outage_at_b)
+    monkeypatch.setattr(sendgrid_webhook, "record_email_decisions", outage_at_b)
     events = [sendgrid_event("unsubscribe", "a@example.org", NOW - MINUTE),
               sendgrid_event("unsubscribe", "b@example.org", NOW - MINUTE)]
 
@@ -442,7 +445,7 @@ def test_a_database_outage_while_applying_fails_the_whole_batch_for_a_retry(
     assert count(session, ConsentEvent) == 0, "a's released savepoint was not committed alone"
     assert count(session, SendGridEventReceipt) == 0
 
-    monkeypatch.setattr(sendgrid_webhook, "_apply", real_apply)
+    monkeypatch.setattr(sendgrid_webhook, "record_email_decisions", real_record)
     assert process_stored_batches(session, ctx, now=NOW + timedelta(minutes=2)) == 1
 
     assert verdict(session, ctx, a).reason is Reason.OPTED_OUT
