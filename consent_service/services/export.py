@@ -8,13 +8,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Row, Select, func, insert, null, select, tuple_
 from sqlalchemy.orm import Session
 
+from consent_service.domain.eligibility import AddressStatus, PatronFacts, Verdict, evaluate
 from consent_service.domain.export_formats import EMAIL_FIELDS, ExportFormat, export_format
-from consent_service.domain.ledger import require_aware, resolve
+from consent_service.domain.ledger import Key, Ruling, require_aware, resolve
 from consent_service.domain.purposes import Channel, Purpose
 from consent_service.domain.tokens import LinkKind
 from consent_service.models import ExportedPatron, ExportManifest, Patron
@@ -27,7 +28,7 @@ from consent_service.services.export_files import (
     replaced_when_complete,
     standard_output,
 )
-from consent_service.services.standing import load_standings
+from consent_service.services.standing import load_decisions, patron_facts
 
 EMAIL_COLUMNS = EMAIL_FIELDS
 CONTACT_COLUMNS = ("patron_id", "first_name", "last_name", "email", "street", "city", "state",
@@ -59,8 +60,7 @@ class _Plan:
         return self.purpose.channel is Channel.EMAIL
 
 
-@dataclass(frozen=True)
-class _Decided:
+class _Decided(NamedTuple):
     """One patron as the export sees them: the verdict's reason (None: eligible), whether their
     row is written (for email, only the first eligible patron at an address), and the decision in
     force that the verdict read."""
@@ -282,8 +282,15 @@ def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportM
 
 
 def _decided(session: Session, plan: _Plan, chunk_size: int) -> Iterator[list[_Decided]]:
-    """Every patron decided, a chunk at a time, in the order the export needs."""
-    purpose, topic = plan.purpose, plan.topic
+    """Every patron decided, a chunk at a time, in the order the export needs.
+
+    Each chunk's decisions are read in four queries (`load_decisions`), and each patron is asked
+    of the one eligibility function, `evaluate`, with what `load_standings` would give. A patron
+    with no decision of their own or their address's is decided by their facts and their
+    address's status alone: those verdicts are kept by those inputs, so the function is asked
+    once per distinct (facts, status), not once per patron (at a million patrons, a few
+    thousand times instead of a million)."""
+    purpose, topic, today = plan.purpose, plan.topic, plan.today
     if plan.by_email:
         with_address = select(*_PATRON_COLUMNS).where(Patron.address_key.is_not(None))
         no_email = (null().label("email") if c is Patron.email else c for c in _PATRON_COLUMNS)
@@ -292,22 +299,37 @@ def _decided(session: Session, plan: _Plan, chunk_size: int) -> Iterator[list[_D
                  _pages(session, without_address, (Patron.id,), chunk_size)]
     else:
         pages = [_pages(session, select(*_PATRON_COLUMNS), (Patron.id,), chunk_size)]
+    undecided: dict[tuple[PatronFacts, AddressStatus], Verdict] = {}
+    no_decisions: dict[Key, Ruling] = {}
     represented: str | None = None  # the address whose row is written already
     for chunks in pages:
         for chunk in chunks:
-            standings = load_standings(session, chunk, [purpose.key])
+            found = load_decisions(session, [patron.id for patron in chunk],
+                                   {patron.address_key for patron in chunk if patron.address_key},
+                                   [purpose.key])
             decided: list[_Decided] = []
             for patron in chunk:
-                standing = standings[patron.id]
-                verdict = standing.verdict(purpose, topic, plan.today)
+                (patron_id, _, _, status, birth_date, email, address_key, _, _, _, street, city,
+                 _, postal_code) = patron
+                facts = patron_facts(status, birth_date, email, street, city, postal_code)
+                key = address_key or ""
+                address = found.address_status(key)
+                own = found.own.get(patron_id, no_decisions)
+                at_address = found.by_address.get(key, no_decisions)
+                if own or at_address:
+                    verdict = evaluate(purpose, topic, facts, own, at_address, address, today)
+                else:
+                    verdict = undecided.get((facts, address))
+                    if verdict is None:
+                        verdict = evaluate(purpose, topic, facts, own, at_address, address, today)
+                        undecided[(facts, address)] = verdict
                 if verdict.reason is not None:
                     decided.append(_Decided(patron, verdict.reason.value, False, None))
                     continue
-                written = not plan.by_email or patron.address_key != represented
+                written = not plan.by_email or address_key != represented
                 if written and plan.by_email:
-                    represented = patron.address_key
-                state = standing.address_state if plan.by_email else standing.patron_state
-                in_force = resolve(state, purpose.key, topic)
+                    represented = address_key
+                in_force = resolve(at_address if plan.by_email else own, purpose.key, topic)
                 decided.append(_Decided(patron, None, written,
                                         int(in_force.event_ref) if in_force else None))
             yield decided

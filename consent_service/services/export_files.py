@@ -21,8 +21,11 @@ def spreadsheet_safe(value: str | None) -> str:
     leading '; a carriage return becomes a line feed. Python's csv writer quotes a cell holding a
     character of its line terminator (ours is "\n") but not a lone "\r", which spreadsheets read
     as the end of a row: `Main St\r=1+1` would start a new row with a formula."""
-    text = (value or "").replace("\r\n", "\n").replace("\r", "\n")
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    if not value:
+        return ""
+    if "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
 class SpreadsheetSafeWriter:
