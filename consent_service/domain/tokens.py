@@ -6,6 +6,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ class LinkSigner:
         timestamp is encoded once a second, and the payload is never zlib-compressed, which for a
         few dozen bytes holding a random id never made it shorter (itsdangerous reads both
         forms)."""
-        body = _base64(_JSON.encode(payload).encode("utf-8"))
+        body = _base64(_compact_json(payload).encode("utf-8"))
         second, stamp = self._stamp
         if second != (now := int(time.time())):
             stamp = _base64(int_to_bytes(now))
@@ -129,6 +130,15 @@ class LinkSigner:
 
 
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # as itsdangerous writes it
+_ESCAPED = re.compile(r'[\x00-\x1f\\"]')  # what that encoder escapes in a string
+
+
+def _compact_json(payload: dict[str, str]) -> str:
+    """`_JSON.encode(payload)`; when no value holds a character JSON escapes (never, for our ids
+    and topics), written directly, which is several times faster."""
+    if any(_ESCAPED.search(value) for value in payload.values()):
+        return _JSON.encode(payload)
+    return "{" + ",".join(f'"{name}":"{value}"' for name, value in payload.items()) + "}"
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, Row, Select, func, insert, null, select, tuple_
 from sqlalchemy.orm import Session
 
-from consent_service.domain.eligibility import AddressStatus, PatronFacts, Verdict, evaluate
+from consent_service.domain.eligibility import AddressStatus, Verdict, evaluate
 from consent_service.domain.export_formats import EMAIL_FIELDS, ExportFormat, export_format
 from consent_service.domain.ledger import Key, Ruling, require_aware, resolve
 from consent_service.domain.purposes import Channel, Purpose
@@ -28,7 +28,12 @@ from consent_service.services.export_files import (
     replaced_when_complete,
     standard_output,
 )
-from consent_service.services.standing import load_decisions, patron_facts
+from consent_service.services.standing import (
+    BatchDecisions,
+    load_decisions,
+    patron_facts,
+    within,
+)
 
 EMAIL_COLUMNS = EMAIL_FIELDS
 CONTACT_COLUMNS = ("patron_id", "first_name", "last_name", "email", "street", "city", "state",
@@ -274,7 +279,12 @@ def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportM
         if contained:
             session.execute(insert(_EXPORTED), contained)
             row_count += len(contained)
+        rows.flush()
+        if reasons is not None:
+            reasons.flush()
         yield len(chunk)
+    if reasons is not None:
+        reasons.flush()
     manifest.row_count = row_count
     manifest.excluded_counts = dict(sorted(left_out.items()))
     manifest.sha256 = contacts.hexdigest()
@@ -299,30 +309,33 @@ def _decided(session: Session, plan: _Plan, chunk_size: int) -> Iterator[list[_D
                  _pages(session, without_address, (Patron.id,), chunk_size)]
     else:
         pages = [_pages(session, select(*_PATRON_COLUMNS), (Patron.id,), chunk_size)]
-    undecided: dict[tuple[PatronFacts, AddressStatus], Verdict] = {}
+    # by (status, birth date, has email, has postal address, address status): what `patron_facts`
+    # reads of a patron, and the address's status
+    undecided: dict[tuple[str, date | None, bool, bool, AddressStatus], Verdict] = {}
     no_decisions: dict[Key, Ruling] = {}
     represented: str | None = None  # the address whose row is written already
     for chunks in pages:
         for chunk in chunks:
-            found = load_decisions(session, [patron.id for patron in chunk],
-                                   {patron.address_key for patron in chunk if patron.address_key},
-                                   [purpose.key])
+            found = _chunk_decisions(session, plan, chunk)
             decided: list[_Decided] = []
             for patron in chunk:
                 (patron_id, _, _, status, birth_date, email, address_key, _, _, _, street, city,
                  _, postal_code) = patron
-                facts = patron_facts(status, birth_date, email, street, city, postal_code)
                 key = address_key or ""
                 address = found.address_status(key)
                 own = found.own.get(patron_id, no_decisions)
                 at_address = found.by_address.get(key, no_decisions)
                 if own or at_address:
+                    facts = patron_facts(status, birth_date, email, street, city, postal_code)
                     verdict = evaluate(purpose, topic, facts, own, at_address, address, today)
                 else:
-                    verdict = undecided.get((facts, address))
+                    inputs = (status, birth_date, bool(email),
+                              bool(street and city and postal_code), address)
+                    verdict = undecided.get(inputs)
                     if verdict is None:
+                        facts = patron_facts(status, birth_date, email, street, city, postal_code)
                         verdict = evaluate(purpose, topic, facts, own, at_address, address, today)
-                        undecided[(facts, address)] = verdict
+                        undecided[inputs] = verdict
                 if verdict.reason is not None:
                     decided.append(_Decided(patron, verdict.reason.value, False, None))
                     continue
@@ -335,20 +348,36 @@ def _decided(session: Session, plan: _Plan, chunk_size: int) -> Iterator[list[_D
             yield decided
 
 
+def _chunk_decisions(session: Session, plan: _Plan, chunk: Sequence[Row[Any]]) -> BatchDecisions:
+    """The decisions (of the export's purpose) of a chunk's patrons and their addresses, read by
+    the ranges the chunk covers: patrons with an address come in address order (their own
+    decisions are those of the patrons with an address in that range), the others in id order
+    (they have no address). Only an email export reads addresses' decisions and statuses: no
+    other channel's verdict reads them."""
+    first, last = chunk[0], chunk[-1]
+    if plan.by_email and first.address_key is not None:
+        keys = within(first.address_key, last.address_key)
+        in_range = select(Patron.id).where(keys(Patron.address_key)).scalar_subquery()
+        return load_decisions(session, lambda column: column.in_(in_range), keys,
+                              [plan.purpose.key])
+    return load_decisions(session, within(first.id, last.id), None, [plan.purpose.key])
+
+
 def _pages(session: Session, query: Select[Any], keys: Sequence[ColumnElement[Any]],
            chunk_size: int) -> Iterator[Sequence[Row[Any]]]:
     """The query's rows in `keys` order, `chunk_size` at a time, each page starting after the last
     row of the one before (keyset pagination: no OFFSET, so every page costs the same)."""
     query = query.order_by(*keys).limit(chunk_size)
     after: tuple[Any, ...] | None = None
+    connection = session.connection()  # plain rows: the ORM's result machinery is not needed
     while True:
         page = query if after is None else query.where(tuple_(*keys) > tuple_(*after))
-        chunk = session.execute(page).all()
+        chunk = connection.execute(page).all()
         if chunk:
             yield chunk
         if len(chunk) < chunk_size:
             return
-        after = tuple(chunk[-1]._mapping[key] for key in keys)
+        after = tuple(chunk[-1]._mapping[key.key] for key in keys)
 
 
 def _email_row(ctx: ServiceContext, patron: Row[Any], plan: _Plan) -> tuple[str, ...]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from consent_service.domain.eligibility import AddressStatus, PatronFacts, Verdict, evaluate
@@ -96,18 +96,32 @@ def patron_facts(status: str, birth_date: date | None, email: str | None, street
                        has_postal_address=bool(street and city and postal_code))
 
 
-def load_decisions(session: Session, patron_ids: Collection[int], address_keys: Collection[str],
+Criterion = Callable[[Any], ColumnElement[bool]]  # a column of patron ids or address keys -> WHERE
+
+
+def among(values: Collection[Any]) -> Criterion:
+    """Rows whose patron id (or address key) is one of `values` (padded: see `_padded`)."""
+    padded = _padded(sorted(values))
+    return lambda column: column.in_(padded)
+
+
+def within(first: Any, last: Any) -> Criterion:
+    """Rows whose patron id (or address key) is between `first` and `last`, both included: a
+    range of the index instead of thousands of bound values, for a batch read in that order."""
+    return lambda column: column.between(first, last)
+
+
+def load_decisions(session: Session, patrons: Criterion, addresses: Criterion | None,
                    purposes: Collection[str] | None = None) -> BatchDecisions:
-    """The decisions of these patrons and addresses, and the addresses' statuses, in four queries
-    whatever the batch size (keep batches to a few thousand). `purposes` limits the decisions
+    """The decisions of the patrons and addresses the criteria select (`among` these ids and keys,
+    or `within` a range of them; no addresses: None), and the addresses' statuses, in four
+    queries whatever the batch size (keep batches to a few thousand). Decisions of patrons or
+    addresses outside the batch may come too and change nothing. `purposes` limits the decisions
     loaded to those purposes. Columns are read, not ORM objects: an export reads the decisions
     of a million patrons this way."""
-    ids = _padded(sorted(patron_ids))
-    keys = _padded(sorted(address_keys))
-
     own: dict[int, dict[Key, Ruling]] = defaultdict(dict)
     query = select(PatronDecision.patron_id, *_ruling_columns(PatronDecision)).where(
-        PatronDecision.patron_id.in_(ids))
+        patrons(PatronDecision.patron_id))
     if purposes is not None:
         query = query.where(PatronDecision.purpose.in_(purposes))
     for patron_id, purpose, topic, decision, occurred_at, actor, event_id in session.execute(query):
@@ -117,9 +131,9 @@ def load_decisions(session: Session, patron_ids: Collection[int], address_keys: 
     by_address: dict[str, dict[Key, Ruling]] = defaultdict(dict)
     suppressed: set[str] = set()
     undeliverable: set[str] = set()
-    if keys:
+    if addresses is not None:
         query = select(AddressDecision.address_key, *_ruling_columns(AddressDecision)).where(
-            AddressDecision.address_key.in_(keys))
+            addresses(AddressDecision.address_key))
         if purposes is not None:
             query = query.where(AddressDecision.purpose.in_(purposes))
         for key, purpose, topic, decision, occurred_at, actor, event_id in session.execute(query):
@@ -127,10 +141,11 @@ def load_decisions(session: Session, patron_ids: Collection[int], address_keys: 
                                                        _ACTORS[actor], str(event_id))
         suppressed = set(session.scalars(
             select(AddressSuppression.address_key).where(
-                AddressSuppression.address_key.in_(keys), AddressSuppression.lifted_at.is_(None))
+                addresses(AddressSuppression.address_key), AddressSuppression.lifted_at.is_(None))
         ))
         undeliverable = set(session.scalars(
-            select(UndeliverableAddress.address_key).where(UndeliverableAddress.address_key.in_(keys))
+            select(UndeliverableAddress.address_key).where(
+                addresses(UndeliverableAddress.address_key))
         ))
     return BatchDecisions(dict(own), dict(by_address), suppressed, undeliverable)
 
@@ -140,8 +155,9 @@ def load_standings(session: Session, patrons: Iterable[PatronLike],
     """The standing of each patron, by patron id, in four queries whatever the batch size (keep
     batches to a few thousand). `purposes` limits the decisions loaded to those purposes."""
     patrons = list(patrons)
-    found = load_decisions(session, {p.id for p in patrons},
-                           {p.address_key for p in patrons if p.address_key}, purposes)
+    keys = {p.address_key for p in patrons if p.address_key}
+    found = load_decisions(session, among({p.id for p in patrons}),
+                           among(keys) if keys else None, purposes)
     standings: dict[int, Standing] = {}
     for p in patrons:
         key = p.address_key or ""
