@@ -202,7 +202,7 @@ class _StreamedImport:
                     row.problems.append(f"card_number already appears on {FILE_LINES.row(first)}")
         for row in parsed:
             self._check_guardian(row, row.guardian_card in stored)
-        self._write()
+        self._write(stored, named)
         for _ in rows:
             tick()
 
@@ -224,7 +224,7 @@ class _StreamedImport:
             for row in rows:
                 self.unsettled.discard(row.line)
                 self._settle(row)
-        self._write()
+        self._write({}, set())
 
     def _check_guardian(self, row: _PatronRow, in_database: bool) -> None:
         guardian = row.guardian_card
@@ -259,12 +259,15 @@ class _StreamedImport:
                 self.unsettled.discard(child.line)
                 self._resolve(child, row.line)
 
-    def _write(self) -> None:
+    def _write(self, stored: dict[str, _Stored], queried: Collection[str]) -> None:
+        """Write the rows settled good; `stored` holds what the database had of the cards
+        `queried` (nothing was written since), so only the other cards are looked up."""
         rows, self.ready = self.ready, []
         if self.problems and not self.skip_invalid:
             rows = []  # nothing is written: the caller rolls back
         named = {card for row in rows for card in (row.card, row.guardian_card) if card}
-        stored = _stored_patrons(self.session, named)
+        stored = {card: stored[card] for card in named if card in stored}
+        stored.update(_stored_patrons(self.session, named.difference(queried)))
         checked = CheckedPatronRows(rows, stored)
         self.outcomes.update(write_patron_rows(self.session, self.ctx, checked, now=self.now)
                              .values())
