@@ -10,7 +10,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, Select, func, insert, null, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, func, null, select, tuple_
 from sqlalchemy.orm import Session
 
 from consent_service.domain.eligibility import AddressStatus, Verdict, evaluate
@@ -19,6 +19,7 @@ from consent_service.domain.ledger import Key, Ruling, require_aware, resolve
 from consent_service.domain.purposes import Channel, Purpose
 from consent_service.domain.tokens import LinkKind
 from consent_service.models import ExportedPatron, ExportManifest, Patron
+from consent_service.services.bulk import insert_rows
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import checked_topic
 from consent_service.services.export_files import (
@@ -46,7 +47,7 @@ _PATRON_COLUMNS = (
     Patron.email, Patron.address_key, Patron.first_name, Patron.last_name, Patron.preferred_language,
     Patron.street, Patron.city, Patron.state, Patron.postal_code,
 )
-_EXPORTED = ExportedPatron.__table__  # inserted with Core executemany: no ORM object per row
+_EXPORTED = ExportedPatron.__table__  # inserted with `insert_rows`: no ORM object per row
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,7 @@ def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportM
                     "decision_event_id": one.decision_event_id,
                 })
         if contained:
-            session.execute(insert(_EXPORTED), contained)
+            insert_rows(session, _EXPORTED, contained)
             row_count += len(contained)
         rows.flush()
         if reasons is not None:

@@ -8,9 +8,9 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import String, insert, select, text, update
+from sqlalchemy import String, select, text, update
 from sqlalchemy.orm import Session
 
 from consent_service.domain.addresses import InvalidEmailError, normalize_email
@@ -18,6 +18,7 @@ from consent_service.domain.consent_map import ConsentRule, load_consent_map
 from consent_service.domain.ils_formats import GENERIC_COLUMNS
 from consent_service.models import GuardianLink, Patron
 from consent_service.models.columns import new_public_id
+from consent_service.services.bulk import insert_rows
 from consent_service.services.context import ServiceContext
 from consent_service.services.csv_input import CsvRow, ImportReport, row_of_values
 from consent_service.services.guardians.consent_request import request_consent_for_links
@@ -545,7 +546,7 @@ def _write_patrons(session: Session, rows: list[_PatronRow], stored: dict[str, _
     return outcomes
 
 
-_PATRONS = Patron.__table__  # inserted with Core executemany: no ORM object per row
+_PATRONS = Patron.__table__  # inserted with `insert_rows`: no ORM object per row
 
 # What a patron created from a row holds in the columns the row does not give: the model's defaults.
 _NEW_PATRON: dict[str, Any] = {
@@ -558,23 +559,11 @@ _NEW_PATRON: dict[str, Any] = {
 
 
 def _insert_patrons(session: Session, rows: list[dict[str, Any]]) -> list[tuple[str, int, str | None]]:
-    """Insert these patrons (each with every column of the first); the card number, id and email
-    of each, read back by card number.
-
-    SQLite: one executemany (RETURNING would split it into statements of a few dozen rows, its
-    parameter limit). PostgreSQL: COPY, in the session's transaction. An executemany there is
-    sent as INSERTs of a thousand rows, and the driver parses each such statement's 15,000
-    placeholders anew (measured: 11 s of a 20,000-patron import). Reading the ids back by card
-    finds them by index because the import ANALYZEs the table as it grows (`_StreamedImport`)."""
-    if session.get_bind().dialect.name == "postgresql":
-        columns = list(rows[0])
-        driver = cast(Any, session.connection().connection.driver_connection)  # psycopg's
-        with driver.cursor() as cursor, cursor.copy(
-                f"COPY patrons ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([row[column] for column in columns])
-    else:
-        session.execute(insert(_PATRONS), rows)
+    """Insert these patrons (`insert_rows`: COPY on PostgreSQL, an executemany on SQLite, where
+    RETURNING would split it into statements of a few dozen rows); the card number, id and email
+    of each, read back by card number. On PostgreSQL that read finds them by index because the
+    import ANALYZEs the table as it grows (`_StreamedImport`)."""
+    insert_rows(session, _PATRONS, rows)
     query = select(Patron.card_number, Patron.id, Patron.email)
     return [(card, patron_id, email) for card, patron_id, email in session.execute(
         query.where(Patron.card_number.in_([row["card_number"] for row in rows])))]
