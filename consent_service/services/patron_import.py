@@ -106,9 +106,11 @@ def import_patrons(session: Session, ctx: ServiceContext, path: Path, *, now: da
     without the guardian the file names). A row that creates a guardian link counts as updated.
     A row that changes nothing is `unchanged` and keeps its `updated_at`.
 
-    Rows are written a chunk at a time, set-based (see `_write_patrons`), so memory holds the
-    file's rows but not an object per patron. On PostgreSQL, an import that created 10,000
-    patrons or more then runs ANALYZE on the patrons table, so the next one finds them by index.
+    The file is streamed: rows are read, checked and written a chunk at a time, set-based (see
+    `_StreamedImport` and `_write_patrons`), so memory holds neither the file nor an object per
+    patron, and the answer is the one checking the whole file at once gives. On PostgreSQL, the
+    import ANALYZEs the patrons table as it grows, and an import that created 10,000 patrons or
+    more runs ANALYZE again after committing, so the next one finds them by index.
     """
     report = PatronImportReport()
     rules = load_consent_map(consent_map) if consent_map is not None else ()
