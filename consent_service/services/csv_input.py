@@ -114,17 +114,33 @@ def read_csv(path: Path, *, required: Collection[str], known: Collection[str],
     refuses makes a row problem naming the column and the character. A row with more or fewer
     fields than the header has a problem too, for the import to reject with its line number.
     """
+    with open_csv(path, required=required, known=known, multiline=multiline,
+                  allow_partial=allow_partial, encoding=encoding, expected=expected) as (header, rows):
+        return CsvFile(header.name, header.header_line, header.header, list(rows), header.notes)
+
+
+@contextmanager
+def open_csv(path: Path, *, required: Collection[str], known: Collection[str],
+             multiline: Collection[str] = (), allow_partial: bool = False,
+             encoding: str | None = None, expected: Collection[str] = ()
+             ) -> Iterator[tuple[CsvFile, Iterator[CsvRow]]]:
+    """`read_csv` a row at a time, for a file too large to hold: the file with its header checked
+    (and no rows), and its data rows as they are read. A row that is not CSV, or bytes that are no
+    text, raise ImportFileError when the reading reaches them: a caller writing as it reads must
+    roll back then."""
     with open_table(path, encoding) as table:
         written = table.header
         names = [cell.lower() for cell in written]
         notes = table.notes + _check_header(path.name, table.header_line, written, required, known,
                                             allow_partial, expected)
-        rows: list[CsvRow] = []
-        while (record := table.records.next()) is not None:
-            if not any(cell.strip() for cell in record):
-                continue
-            rows.append(_row(table.records.start, names, record, known, multiline))
-    return CsvFile(path.name, table.header_line, written, rows, notes)
+
+        def rows() -> Iterator[CsvRow]:
+            while (record := table.records.next()) is not None:
+                if not any(cell.strip() for cell in record):
+                    continue
+                yield _row(table.records.start, names, record, known, multiline)
+
+        yield CsvFile(path.name, table.header_line, written, [], notes), rows()
 
 
 @dataclass

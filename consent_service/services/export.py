@@ -8,16 +8,18 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, Select, func, insert, null, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, func, null, select, tuple_
 from sqlalchemy.orm import Session
 
+from consent_service.domain.eligibility import AddressStatus, Verdict, evaluate
 from consent_service.domain.export_formats import EMAIL_FIELDS, ExportFormat, export_format
-from consent_service.domain.ledger import require_aware, resolve
+from consent_service.domain.ledger import Key, Ruling, require_aware, resolve
 from consent_service.domain.purposes import Channel, Purpose
 from consent_service.domain.tokens import LinkKind
 from consent_service.models import ExportedPatron, ExportManifest, Patron
+from consent_service.services.bulk import insert_rows
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import checked_topic
 from consent_service.services.export_files import (
@@ -27,7 +29,12 @@ from consent_service.services.export_files import (
     replaced_when_complete,
     standard_output,
 )
-from consent_service.services.standing import load_standings
+from consent_service.services.standing import (
+    BatchDecisions,
+    load_decisions,
+    patron_facts,
+    within,
+)
 
 EMAIL_COLUMNS = EMAIL_FIELDS
 CONTACT_COLUMNS = ("patron_id", "first_name", "last_name", "email", "street", "city", "state",
@@ -40,7 +47,7 @@ _PATRON_COLUMNS = (
     Patron.email, Patron.address_key, Patron.first_name, Patron.last_name, Patron.preferred_language,
     Patron.street, Patron.city, Patron.state, Patron.postal_code,
 )
-_EXPORTED = ExportedPatron.__table__  # inserted with Core executemany: no ORM object per row
+_EXPORTED = ExportedPatron.__table__  # inserted with `insert_rows`: no ORM object per row
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,7 @@ class _Plan:
         return self.purpose.channel is Channel.EMAIL
 
 
-@dataclass(frozen=True)
-class _Decided:
+class _Decided(NamedTuple):
     """One patron as the export sees them: the verdict's reason (None: eligible), whether their
     row is written (for email, only the first eligible patron at an address), and the decision in
     force that the verdict read."""
@@ -272,9 +278,14 @@ def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportM
                     "decision_event_id": one.decision_event_id,
                 })
         if contained:
-            session.execute(insert(_EXPORTED), contained)
+            insert_rows(session, _EXPORTED, contained)
             row_count += len(contained)
+        rows.flush()
+        if reasons is not None:
+            reasons.flush()
         yield len(chunk)
+    if reasons is not None:
+        reasons.flush()
     manifest.row_count = row_count
     manifest.excluded_counts = dict(sorted(left_out.items()))
     manifest.sha256 = contacts.hexdigest()
@@ -282,8 +293,15 @@ def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportM
 
 
 def _decided(session: Session, plan: _Plan, chunk_size: int) -> Iterator[list[_Decided]]:
-    """Every patron decided, a chunk at a time, in the order the export needs."""
-    purpose, topic = plan.purpose, plan.topic
+    """Every patron decided, a chunk at a time, in the order the export needs.
+
+    Each chunk's decisions are read in four queries (`load_decisions`), and each patron is asked
+    of the one eligibility function, `evaluate`, with what `load_standings` would give. A patron
+    with no decision of their own or their address's is decided by their facts and their
+    address's status alone: those verdicts are kept by those inputs, so the function is asked
+    once per distinct (facts, status), not once per patron (at a million patrons, a few
+    thousand times instead of a million)."""
+    purpose, topic, today = plan.purpose, plan.topic, plan.today
     if plan.by_email:
         with_address = select(*_PATRON_COLUMNS).where(Patron.address_key.is_not(None))
         no_email = (null().label("email") if c is Patron.email else c for c in _PATRON_COLUMNS)
@@ -292,25 +310,58 @@ def _decided(session: Session, plan: _Plan, chunk_size: int) -> Iterator[list[_D
                  _pages(session, without_address, (Patron.id,), chunk_size)]
     else:
         pages = [_pages(session, select(*_PATRON_COLUMNS), (Patron.id,), chunk_size)]
+    # by (status, birth date, has email, has postal address, address status): what `patron_facts`
+    # reads of a patron, and the address's status
+    undecided: dict[tuple[str, date | None, bool, bool, AddressStatus], Verdict] = {}
+    no_decisions: dict[Key, Ruling] = {}
     represented: str | None = None  # the address whose row is written already
     for chunks in pages:
         for chunk in chunks:
-            standings = load_standings(session, chunk, [purpose.key])
+            found = _chunk_decisions(session, plan, chunk)
             decided: list[_Decided] = []
             for patron in chunk:
-                standing = standings[patron.id]
-                verdict = standing.verdict(purpose, topic, plan.today)
+                (patron_id, _, _, status, birth_date, email, address_key, _, _, _, street, city,
+                 _, postal_code) = patron
+                key = address_key or ""
+                address = found.address_status(key)
+                own = found.own.get(patron_id, no_decisions)
+                at_address = found.by_address.get(key, no_decisions)
+                if own or at_address:
+                    facts = patron_facts(status, birth_date, email, street, city, postal_code)
+                    verdict = evaluate(purpose, topic, facts, own, at_address, address, today)
+                else:
+                    inputs = (status, birth_date, bool(email),
+                              bool(street and city and postal_code), address)
+                    verdict = undecided.get(inputs)
+                    if verdict is None:
+                        facts = patron_facts(status, birth_date, email, street, city, postal_code)
+                        verdict = evaluate(purpose, topic, facts, own, at_address, address, today)
+                        undecided[inputs] = verdict
                 if verdict.reason is not None:
                     decided.append(_Decided(patron, verdict.reason.value, False, None))
                     continue
-                written = not plan.by_email or patron.address_key != represented
+                written = not plan.by_email or address_key != represented
                 if written and plan.by_email:
-                    represented = patron.address_key
-                state = standing.address_state if plan.by_email else standing.patron_state
-                in_force = resolve(state, purpose.key, topic)
+                    represented = address_key
+                in_force = resolve(at_address if plan.by_email else own, purpose.key, topic)
                 decided.append(_Decided(patron, None, written,
                                         int(in_force.event_ref) if in_force else None))
             yield decided
+
+
+def _chunk_decisions(session: Session, plan: _Plan, chunk: Sequence[Row[Any]]) -> BatchDecisions:
+    """The decisions (of the export's purpose) of a chunk's patrons and their addresses, read by
+    the ranges the chunk covers: patrons with an address come in address order (their own
+    decisions are those of the patrons with an address in that range), the others in id order
+    (they have no address). Only an email export reads addresses' decisions and statuses: no
+    other channel's verdict reads them."""
+    first, last = chunk[0], chunk[-1]
+    if plan.by_email and first.address_key is not None:
+        keys = within(first.address_key, last.address_key)
+        in_range = select(Patron.id).where(keys(Patron.address_key)).scalar_subquery()
+        return load_decisions(session, lambda column: column.in_(in_range), keys,
+                              [plan.purpose.key])
+    return load_decisions(session, within(first.id, last.id), None, [plan.purpose.key])
 
 
 def _pages(session: Session, query: Select[Any], keys: Sequence[ColumnElement[Any]],
@@ -319,14 +370,15 @@ def _pages(session: Session, query: Select[Any], keys: Sequence[ColumnElement[An
     row of the one before (keyset pagination: no OFFSET, so every page costs the same)."""
     query = query.order_by(*keys).limit(chunk_size)
     after: tuple[Any, ...] | None = None
+    connection = session.connection()  # plain rows: the ORM's result machinery is not needed
     while True:
         page = query if after is None else query.where(tuple_(*keys) > tuple_(*after))
-        chunk = session.execute(page).all()
+        chunk = connection.execute(page).all()
         if chunk:
             yield chunk
         if len(chunk) < chunk_size:
             return
-        after = tuple(chunk[-1]._mapping[key] for key in keys)
+        after = tuple(chunk[-1]._mapping[key.key] for key in keys)
 
 
 def _email_row(ctx: ServiceContext, patron: Row[Any], plan: _Plan) -> tuple[str, ...]:

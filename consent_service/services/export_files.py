@@ -21,18 +21,26 @@ def spreadsheet_safe(value: str | None) -> str:
     leading '; a carriage return becomes a line feed. Python's csv writer quotes a cell holding a
     character of its line terminator (ours is "\n") but not a lone "\r", which spreadsheets read
     as the end of a row: `Main St\r=1+1` would start a new row with a formula."""
-    text = (value or "").replace("\r\n", "\n").replace("\r", "\n")
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    if not value:
+        return ""
+    if "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
 class SpreadsheetSafeWriter:
     """A CSV writer whose every cell goes through `spreadsheet_safe` (None is written empty)."""
 
     def __init__(self, sink: DigestingSink) -> None:
+        self._sink = sink
         self._writer = csv.writer(sink, lineterminator="\n")
 
     def writerow(self, cells: Sequence[str | None]) -> None:
         self._writer.writerow([spreadsheet_safe(cell) for cell in cells])
+
+    def flush(self) -> None:
+        """Pass the rows written so far on to the sink's stream."""
+        self._sink.flush()
 
 
 class _ByteStream(Protocol):
@@ -40,19 +48,31 @@ class _ByteStream(Protocol):
 
 
 class DigestingSink:
-    """What `csv.writer` writes to: encodes UTF-8 and keeps the SHA-256 of every byte written."""
+    """What `csv.writer` writes to: encodes UTF-8 and keeps the SHA-256 of every byte written.
+
+    Rows are held until `flush` (an export flushes after each chunk of patrons), so the digest,
+    the encoding and the stream see one write per chunk instead of one per row."""
 
     def __init__(self, stream: _ByteStream) -> None:
         self._stream = stream
         self._digest = hashlib.sha256()
+        self._held: list[str] = []
 
     def write(self, text: str) -> int:
-        data = text.encode("utf-8")
-        self._digest.update(data)
-        self._stream.write(data)
+        self._held.append(text)
         return len(text)
 
+    def flush(self) -> None:
+        """Encode, digest and write what is held."""
+        if self._held:
+            data = "".join(self._held).encode("utf-8")
+            self._held.clear()
+            self._digest.update(data)
+            self._stream.write(data)
+
     def hexdigest(self) -> str:
+        """The SHA-256 of every byte written (what is held is written first)."""
+        self.flush()
         return self._digest.hexdigest()
 
 

@@ -4,7 +4,8 @@ ILS's own ids, and the opt-ins the ILS keeps (through a consent map) recorded as
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from consent_service.domain.ledger import WHOLE_PURPOSE, Actor, Decision, Source
 from consent_service.domain.purposes import Channel
 from consent_service.models import AddressDecision, ConsentEvent, Patron, PatronDecision
 from consent_service.services.context import ServiceContext
-from consent_service.services.csv_input import CsvRow, ImportFileError, open_table, read_csv
+from consent_service.services.csv_input import CsvRow, ImportFileError, open_csv, open_table
 from consent_service.services.decisions import DecisionRequest, checked_topic, record_decision
 
 CHUNK = 500
@@ -31,65 +32,92 @@ NOTE_LINES = 10  # lines named in a note about many rows; the rest are counted
 
 @dataclass
 class PatronFile:
-    """A patron file read in its system's format: rows in our columns, each data row's ILS fields
-    (for a consent map) by line, and notes for the operator."""
+    """A patron file read in its system's format: rows in our columns (read as they are asked
+    for), each data row's ILS fields (for a consent map) by line, filled as the rows are read, and
+    notes for the operator (those about rows complete once every row is read)."""
 
     format: IlsFormat
-    rows: list[CsvRow]
+    rows: Iterator[CsvRow]
     fields: dict[int, dict[str, str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
-def read_patron_file(session: Session, path: Path, *, format_name: str, encoding: str | None,
-                     allow_partial: bool, rules: Sequence[ConsentRule] = ()) -> PatronFile:
+# Columns naming a guardian by the ILS's own id: such a file is held whole, to resolve them.
+_GUARANTOR_COLUMNS = frozenset({"guarantor_id", "guarantorid"})
+
+
+@contextmanager
+def open_patron_file(session: Session, path: Path, *, format_name: str, encoding: str | None,
+                     allow_partial: bool, rules: Sequence[ConsentRule] = ()
+                     ) -> Iterator[PatronFile]:
     """Read a patron CSV in `format_name` (`auto`: the format whose columns the header holds; see
-    `ils_formats.detect`) into our import's columns, checked as `read_csv` checks any file.
+    `ils_formats.detect`) into our import's columns, checked as `read_csv` checks any file; the
+    rows are read as they are asked for (see `open_csv`), so a file of a million patrons is never
+    held whole, unless it names guardians by ILS id (below).
 
     Notes say which format was used and why, and which columns were used; row oddities (several
-    addresses in Sierra's EMAIL ADDR) are noted with their lines. A header whose only column this
-    import uses is the card number is refused unless `allow_partial`: every patron would come in
-    without a name, email or birth date, and count as an adult. Koha's `guarantor_id` (and the
-    older `guarantorid`) name the guardian by borrowernumber: resolved to a card number within the
-    file, else among patrons imported before (who keep their borrowernumber as `ils_id`)."""
+    addresses in Sierra's EMAIL ADDR) are noted with their lines once the rows are read. A header
+    whose only column this import uses is the card number is refused unless `allow_partial`:
+    every patron would come in without a name, email or birth date, and count as an adult. Koha's
+    `guarantor_id` (and the older `guarantorid`) name the guardian by borrowernumber: resolved to
+    a card number within the file, else among patrons imported before (who keep their
+    borrowernumber as `ils_id`)."""
     with open_table(path, encoding) as table:
         header = frozenset(name.lower() for name in table.header)
     chosen = ils_formats.detect(header) if format_name == "auto" else ils_formats.get(format_name)
     wanted = {rule.field.lower() for rule in rules} & header
     used = [column for column in chosen.used if column in header]
     how = "detected from its header" if format_name == "auto" else "as --format says"
-    try:
-        csv_file = read_csv(path, required=chosen.required,
-                            known=(*chosen.used, *sorted(wanted)), multiline=MULTILINE,
-                            allow_partial=allow_partial, encoding=encoding,
-                            expected=chosen.documented)
-    except ImportFileError as exc:
-        if format_name != "auto" or chosen is ils_formats.GENERIC:
-            raise
-        raise ImportFileError(f"{exc} (read as {chosen.label}, {how}; pass --format to say which "
-                              f"system wrote it)") from None
-    notes = [f"format {chosen.name} ({chosen.label}), {how}; columns used: {', '.join(used)}",
-             *csv_file.notes]
-    if not allow_partial and set(used) <= set(chosen.required):
-        raise csv_file.header_error(
-            f"{', '.join(chosen.required)} is the only column this import knows, so every patron "
-            f"would be imported without name, email or birth date (and count as an adult); name "
-            f"the columns as documented, or pass --allow-partial")
 
-    read = PatronFile(chosen, [], notes=notes)
-    oddities: dict[str, list[int]] = defaultdict(list)
-    for row in csv_file.rows:
-        ours = chosen.read(row.values)
-        for note in ours.notes:
-            oddities[note].append(row.line)
-        read.rows.append(CsvRow(row.line, ours.values, (*row.problems, *ours.problems),
-                                row.refused))
-        if rules:
-            read.fields[row.line] = {**{name.upper(): value for name, value in row.values.items()},
-                                     **chosen.attributes(row.values)}
-    for note, lines in oddities.items():
-        read.notes.append(f"{_lines(lines)}: {note}")
-    _resolve_guarantors(session, read.rows)
-    return read
+    def explained(exc: ImportFileError) -> ImportFileError:
+        if format_name != "auto" or chosen is ils_formats.GENERIC:
+            return exc
+        return ImportFileError(f"{exc} (read as {chosen.label}, {how}; pass --format to say which "
+                               f"system wrote it)")
+
+    with ExitStack() as stack:
+        try:
+            csv_file, csv_rows = stack.enter_context(open_csv(
+                path, required=chosen.required, known=(*chosen.used, *sorted(wanted)),
+                multiline=MULTILINE, allow_partial=allow_partial, encoding=encoding,
+                expected=chosen.documented))
+        except ImportFileError as exc:
+            raise explained(exc) from None
+        notes = [f"format {chosen.name} ({chosen.label}), {how}; columns used: {', '.join(used)}",
+                 *csv_file.notes]
+        if not allow_partial and set(used) <= set(chosen.required):
+            raise csv_file.header_error(
+                f"{', '.join(chosen.required)} is the only column this import knows, so every "
+                f"patron would be imported without name, email or birth date (and count as an "
+                f"adult); name the columns as documented, or pass --allow-partial")
+
+        read = PatronFile(chosen, iter(()), notes=notes)
+        oddities: dict[str, list[int]] = defaultdict(list)
+
+        def ours() -> Iterator[CsvRow]:
+            try:
+                for row in csv_rows:
+                    theirs = chosen.read(row.values)
+                    for note in theirs.notes:
+                        oddities[note].append(row.line)
+                    if rules:
+                        read.fields[row.line] = {
+                            **{name.upper(): value for name, value in row.values.items()},
+                            **chosen.attributes(row.values)}
+                    yield CsvRow(row.line, theirs.values, (*row.problems, *theirs.problems),
+                                 row.refused)
+            except ImportFileError as exc:
+                raise explained(exc) from None
+            for note, lines in oddities.items():
+                read.notes.append(f"{_lines(lines)}: {note}")
+
+        if header & _GUARANTOR_COLUMNS:
+            rows = list(ours())
+            _resolve_guarantors(session, rows)
+            read.rows = iter(rows)
+        else:
+            read.rows = ours()
+        yield read
 
 
 def _lines(lines: Sequence[int]) -> str:
