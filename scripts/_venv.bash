@@ -7,7 +7,9 @@ ensure_venv() {
   [ "$extra" = app ] || target=".[$extra]"
   if [ ! -x .venv/bin/python ]; then
     echo "Creating .venv with $("$python" --version 2>&1)" >&2
-    "$python" -m venv .venv || {
+    # --upgrade-deps: the pip and setuptools a venv bundles are old releases with published
+    # advisories (the dependency audit lists them); take the current ones from the index
+    "$python" -m venv --upgrade-deps .venv || {
       echo "error: '$python -m venv .venv' failed (on Debian or Ubuntu: apt-get install python3-venv)" >&2
       return 1
     }
