@@ -330,33 +330,35 @@ def _recorded_sg_event_ids(session: Session, pending: Sequence[_Pending]) -> set
 
 
 def _patron_rows(session: Session, pending: Sequence[_Pending]
-                 ) -> dict[tuple[int, str, str], PatronDecision]:
-    """The patron projection's rows at the requests' keys, read as committed now (after taking
-    our turns; not as this session may have cached them)."""
-    keys = {(item.patron.id, item.purpose, item.topic) for item in pending if item.patron}
-    if not keys:
-        return {}
-    rows = session.scalars(select(PatronDecision).where(
-        PatronDecision.patron_id.in_(sorted({key[0] for key in keys})),
-        PatronDecision.purpose.in_(sorted({key[1] for key in keys})),
-        PatronDecision.topic.in_(sorted({key[2] for key in keys})),
-    ).execution_options(populate_existing=True))
-    found = {(row.patron_id, row.purpose, row.topic): row for row in rows}
-    return {key: row for key, row in found.items() if key in keys}
+                 ) -> dict[tuple[Any, str, str], PatronDecision | AddressDecision]:
+    """The patron projection's rows at the requests' keys (see `_projection_rows`)."""
+    return _projection_rows(session, PatronDecision, PatronDecision.patron_id,
+                            {(item.patron.id, item.purpose, item.topic)
+                             for item in pending if item.patron})
 
 
 def _address_rows(session: Session, pending: Sequence[_Pending]
-                  ) -> dict[tuple[str, str, str], AddressDecision]:
-    """The address projection's rows at the requests' keys, read as committed now."""
-    keys = {(item.address, item.purpose, item.topic) for item in pending if item.address}
+                  ) -> dict[tuple[Any, str, str], PatronDecision | AddressDecision]:
+    """The address projection's rows at the requests' keys (see `_projection_rows`)."""
+    return _projection_rows(session, AddressDecision, AddressDecision.address_key,
+                            {(item.address, item.purpose, item.topic)
+                             for item in pending if item.address})
+
+
+def _projection_rows(session: Session, model: type[PatronDecision] | type[AddressDecision],
+                     subject: Any, keys: set[tuple[Any, str, str]]
+                     ) -> dict[tuple[Any, str, str], PatronDecision | AddressDecision]:
+    """A projection's rows at `keys` (subject, purpose, topic), read as committed now (after
+    taking our turns; not as this session may have cached them): one query over the keys'
+    subjects, purposes and topics, the rows at other combinations left out."""
     if not keys:
         return {}
-    rows = session.scalars(select(AddressDecision).where(
-        AddressDecision.address_key.in_(sorted({key[0] for key in keys})),
-        AddressDecision.purpose.in_(sorted({key[1] for key in keys})),
-        AddressDecision.topic.in_(sorted({key[2] for key in keys})),
+    rows = session.scalars(select(model).where(
+        subject.in_(sorted({key[0] for key in keys})),
+        model.purpose.in_(sorted({key[1] for key in keys})),
+        model.topic.in_(sorted({key[2] for key in keys})),
     ).execution_options(populate_existing=True))
-    found = {(row.address_key, row.purpose, row.topic): row for row in rows}
+    found = {(getattr(row, subject.key), row.purpose, row.topic): row for row in rows}
     return {key: row for key, row in found.items() if key in keys}
 
 
