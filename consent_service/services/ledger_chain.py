@@ -7,9 +7,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from consent_service.domain.ledger_chain import (
     ChainedEvent,
@@ -43,24 +44,36 @@ def chain_new_events(session: Session, events: Sequence[ConsentEvent]) -> None:
         event.evidence_digests = sealed.digests
     contents = [_content(event) for event in events]
     heads = _lock_heads(session, sorted({content.chain for content in contents}))
-    links, touched = link_events({k: Head(h.length, h.last_hash) for k, h in heads.items()}, contents)
+    links, touched = link_events(heads, contents)
     for event, link in zip(events, links, strict=True):
         event.chain_key, event.chain_seq = link.chain, link.seq
         event.prev_hash, event.hash = link.prev_hash, link.hash
-    for key, head in touched.items():
-        heads[key].length, heads[key].last_hash = head.length, head.last_hash
+    session.execute(update(_HEADS).where(_HEADS.c.chain_key == bindparam("key")).values(
+        length=bindparam("new_length"), last_hash=bindparam("new_hash")),
+        [{"key": key, "new_length": head.length, "new_hash": head.last_hash}
+         for key, head in touched.items()])
+    for key in touched:  # an instance of a head already in the session is read again when used
+        stale = session.identity_map.get(identity_key(LedgerChainHead, (key,)))
+        if stale is not None:
+            session.expire(stale)
 
 
-def _lock_heads(session: Session, keys: list[str]) -> dict[str, LedgerChainHead]:
+_HEADS: Table = LedgerChainHead.__table__  # type: ignore[assignment]
+
+
+def _lock_heads(session: Session, keys: list[str]) -> dict[str, Head]:
     """The heads of these chains, created empty when new, locked for this transaction (in key
-    order, so that two transactions locking several chains cannot deadlock)."""
+    order, so that two transactions locking several chains cannot deadlock). Table rows, not ORM
+    objects: an insert executemany (one compiled statement whatever the number of chains) and
+    one select."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(LedgerChainHead).values(
-        [{"chain_key": key, "length": 0, "last_hash": ""} for key in keys]).on_conflict_do_nothing())
-    rows = session.scalars(select(LedgerChainHead).where(LedgerChainHead.chain_key.in_(keys))
-                           .order_by(LedgerChainHead.chain_key).with_for_update())
-    return {row.chain_key: row for row in rows}
+    session.execute(insert(_HEADS).on_conflict_do_nothing(),
+                    [{"chain_key": key, "length": 0, "last_hash": ""} for key in keys])
+    rows = session.execute(select(_HEADS.c.chain_key, _HEADS.c.length, _HEADS.c.last_hash)
+                           .where(_HEADS.c.chain_key.in_(keys))
+                           .order_by(_HEADS.c.chain_key).with_for_update())
+    return {key: Head(length, last_hash) for key, length, last_hash in rows}
 
 
 def _sealed(event: ConsentEvent) -> SealedEvidence:

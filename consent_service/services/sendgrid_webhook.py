@@ -1,4 +1,4 @@
-"""SendGrid Event Webhook batches: stored before they are answered, then applied to the ledger, each
+"""SendGrid Event Webhook batches: stored and applied to the ledger before they are answered, each
 event once however often SendGrid delivers it."""
 
 from __future__ import annotations
@@ -95,8 +95,14 @@ def receive_batch(session: Session, ctx: ServiceContext, body: bytes, headers: M
                   *, verifier: WebhookVerifier | None, max_age: timedelta,
                   now: datetime) -> Received:
     """Take a POSTed batch: check its signature against the request's signature and timestamp
-    `headers` (`verifier` None: verification is off), read it,
-    store it and commit (from here on nothing in it can be lost), then process it (process_batch).
+    `headers` (`verifier` None: verification is off), read it, store it and apply it in one
+    transaction, committed once before SendGrid gets its answer.
+
+    The events are applied inside a savepoint (see process_batch for the rules); when applying
+    fails, the savepoint is undone and the stored batch is committed alone, marked failed with its
+    error, for the worker to process later (`process_stored_batches`). Either way nothing answered
+    200 is lost. When even that commit fails, nothing is stored and the error propagates: SendGrid
+    gets a 5xx and sends the batch again.
 
     :raise BatchRefusedError: unsigned, wrongly or not recently signed (403), or not a JSON array
         (400); nothing is stored.
@@ -115,27 +121,33 @@ def receive_batch(session: Session, ctx: ServiceContext, body: bytes, headers: M
         events = parse_batch(body)
     except WebhookBodyError as error:
         raise BatchRefusedError(400, str(error)) from None
-    batch_id = store_batch(session, body, event_count=len(events),
-                           signed_at=signed.signed_at if signed else None, now=now)
+    try:
+        batch_id = store_batch(session, body, event_count=len(events),
+                               signed_at=signed.signed_at if signed else None, now=now,
+                               commit=False)
+        batch = session.get(WebhookBatch, batch_id)
+        assert batch is not None  # added by this transaction
+        batch.attempts = 1
+        outcome = _process(session, ctx, batch, events, now)
+    except SQLAlchemyError:
+        session.rollback()
+        raise
     age = f"signed {int(signed.age.total_seconds())} s ago" if signed else "unsigned"
     logger.info("SendGrid batch %d stored: %d event(s), %s", batch_id, len(events), age)
-    try:
-        outcome = process_batch(session, ctx, batch_id, now=now, events=events)
-    except SQLAlchemyError as error:  # even recording the failure failed: the worker retries
-        session.rollback()
-        logger.error("SendGrid batch %d: left for the worker: %s", batch_id, type(error).__name__)
-        outcome = None
-    return Received(batch_id, len(events), outcome is not None and outcome.processed)
+    return Received(batch_id, len(events), outcome.processed)
 
 
 def store_batch(session: Session, body: bytes, *, event_count: int, signed_at: datetime | None,
-                now: datetime) -> int:
-    """Keep a batch exactly as received and commit, before SendGrid gets its answer: from here on
-    nothing in it can be lost. Returns the batch id."""
+                now: datetime, commit: bool = True) -> int:
+    """Keep a batch exactly as received, pending, and commit (`commit` False: flush only, in the
+    caller's transaction, which then commits it with its outcome). Returns the batch id."""
     batch = WebhookBatch(received_at=now, signed_at=signed_at, body=body, event_count=event_count,
                          status="pending", attempts=0, available_at=now, counts={})
     session.add(batch)
-    session.commit()
+    if commit:
+        session.commit()
+    else:
+        session.flush()
     return batch.id
 
 
@@ -166,29 +178,49 @@ def process_batch(session: Session, ctx: ServiceContext, batch_id: int, *, now: 
         # commit when released).
         batch.attempts += 1
         session.flush()
-        if events is None:
-            events = _events_of(batch)
-        counts, rejected = _apply_events(session, ctx, batch.id, events, now)
-        batch.status = "processed"
-        batch.processed_at = now
-        batch.last_error = None
-        batch.counts = dict(counts)
-        batch.rejected = [{"index": index, "reason": reason} for index, reason in rejected] or None
-        session.commit()
-    except Exception as exc:  # any failure: keep the batch and its error for the next attempt
+        return _process(session, ctx, batch, events, now)
+    except SQLAlchemyError as exc:  # the failure could not even be recorded with the batch
         session.rollback()
         error = one_line(_described(exc), 1000)
         _record_failure(session, batch_id, error, now)
-        logger.warning("SendGrid batch %d: processing failed, kept for retry: %s", batch_id,
-                       type(exc).__name__)
         return BatchOutcome(batch_id, False, {}, error)
+
+
+def _process(session: Session, ctx: ServiceContext, batch: WebhookBatch,
+             events: Sequence[Any] | None, now: datetime) -> BatchOutcome:
+    """Apply the events of a batch whose row this transaction has written (so the transaction is
+    open before the savepoint: pysqlite begins one only at a write, and a savepoint outside one
+    would commit when released) inside a savepoint, record the outcome on the row, and commit.
+    When applying fails, the savepoint is undone and the batch is committed as failed, with its
+    error, for a later attempt (its `attempts` already counts this one). Raises SQLAlchemyError
+    when the outcome cannot be committed (the caller rolls back)."""
+    try:
+        with session.begin_nested():
+            if events is None:
+                events = _events_of(batch)
+            counts, rejected = _apply_events(session, ctx, batch.id, events, now)
+    except Exception as exc:  # any failure: keep the batch and its error for the next attempt
+        error = one_line(_described(exc), 1000)
+        batch.status = "failed"
+        batch.last_error = error
+        batch.available_at = retry_at(batch.attempts, now)
+        session.commit()
+        logger.warning("SendGrid batch %d: processing failed, kept for retry: %s", batch.id,
+                       type(exc).__name__)
+        return BatchOutcome(batch.id, False, {}, error)
+    batch.status = "processed"
+    batch.processed_at = now
+    batch.last_error = None
+    batch.counts = dict(counts)
+    batch.rejected = [{"index": index, "reason": reason} for index, reason in rejected] or None
+    session.commit()
     if counts[UNKNOWN_GROUP]:
         logger.warning("SendGrid batch %d: %d event(s) name an unsubscribe group mapped to no "
-                       "topic (see `flask sendgrid failures`)", batch_id, counts[UNKNOWN_GROUP])
+                       "topic (see `flask sendgrid failures`)", batch.id, counts[UNKNOWN_GROUP])
     if rejected:
         logger.warning("SendGrid batch %d: %d event(s) rejected, the rest applied (see `flask "
-                       "sendgrid failures`)", batch_id, len(rejected))
-    return BatchOutcome(batch_id, True, dict(counts))
+                       "sendgrid failures`)", batch.id, len(rejected))
+    return BatchOutcome(batch.id, True, dict(counts))
 
 
 def process_stored_batches(session: Session, ctx: ServiceContext, *, now: datetime,

@@ -1,4 +1,4 @@
-"""`POST /webhooks/sendgrid`: SendGrid's signed Event Webhook. Verified, stored, then processed."""
+"""`POST /webhooks/sendgrid`: SendGrid's signed Event Webhook. Verified, stored and applied."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def sendgrid_events() -> tuple[Response, int]:
     :raise 403: unsigned, wrongly signed, signed more than SENDGRID_WEBHOOK_MAX_AGE seconds ago or
         in the future; nothing is stored.
     :raise 400: the body is not a JSON array.
-    The batch is stored and committed before the 200 answer, then processed in its own transaction;
-    if processing fails the batch stays stored for the worker, and the answer is still 200. A
+    The batch is stored and applied in one transaction, committed before the 200 answer; if
+    applying fails the batch is committed alone for the worker, and the answer is still 200. A
     malformed event inside a good batch does not fail it: it is counted `invalid`, kept in the
     batch record with its reason, and the others are applied.
     """

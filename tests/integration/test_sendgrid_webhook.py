@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from werkzeug.serving import make_server
 
@@ -717,6 +717,52 @@ def test_a_batch_whose_processing_failed_is_kept_and_processed_by_the_worker(
     session.expire_all()
     assert session.get(WebhookBatch, 1).status == "processed"
     assert verdict(session, ctx, patron).reason is Reason.OPTED_OUT
+
+
+def test_an_accepted_batch_is_stored_and_applied_in_one_commit(client, session, ctx, make_patron,
+                                                              signer):
+    # Each commit is a sync to disk on SQLite: the batch and what it did go in together.
+    patron = make_patron(email="reader@example.org")
+    commits = []
+    engine = session.get_bind()
+    listener = lambda connection: commits.append(1)  # noqa: E731
+    event.listen(engine, "commit", listener)
+    try:
+        response = post_batch(client, signer, [sendgrid_event("unsubscribe", "reader@example.org",
+                                                              NOW - MINUTE)])
+    finally:
+        event.remove(engine, "commit", listener)
+
+    assert response.status_code == 200 and response.json["processed"] is True
+    assert len(commits) == 1
+    batch = session.get(WebhookBatch, 1)
+    assert (batch.status, batch.attempts, batch.counts["applied"]) == ("processed", 1, 1)
+    assert verdict(session, ctx, patron).reason is Reason.OPTED_OUT
+
+
+def test_a_batch_that_cannot_be_committed_is_not_stored_and_sendgrid_is_told_to_retry(
+        client, session, ctx, make_patron, signer, monkeypatch):
+    patron = make_patron(email="reader@example.org")
+    body = [sendgrid_event("unsubscribe", "reader@example.org", NOW - MINUTE, sg_event_id="ev-1")]
+    real_commit = session.commit
+    failures = []
+
+    def commit_fails_once():
+        if not failures:
+            failures.append(1)
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+        real_commit()
+
+    monkeypatch.setattr(session, "commit", commit_fails_once)
+
+    response = post_batch(client, signer, body)
+
+    assert response.status_code == 503
+    assert failures and count(session, WebhookBatch) == 0
+    assert count(session, ConsentEvent) == 0 and count(session, SendGridEventReceipt) == 0
+    assert post_batch(client, signer, body).json["processed"] is True, "SendGrid's retry"
+    assert verdict(session, ctx, patron).reason is Reason.OPTED_OUT
+    assert count(session, ConsentEvent) == 1
 
 
 def test_a_batch_stored_by_a_process_that_then_died_is_processed_by_the_worker(session, ctx):

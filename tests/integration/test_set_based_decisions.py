@@ -17,6 +17,7 @@ from consent_service.models import (
     AddressDecision,
     AddressSuppression,
     ConsentEvent,
+    LedgerChainHead,
     Patron,
     PatronDecision,
     PolicyVersion,
@@ -172,6 +173,35 @@ batch_events = st.lists(st.fixed_dictionaries({
     "named": st.sampled_from([None, "21000001", "21000003"]),
     "sg_event_id": st.integers(min_value=0, max_value=12),  # repeats: SendGrid's retries
 }), min_size=1, max_size=14)
+
+
+def test_rows_written_as_table_rows_are_what_the_session_then_shows(session, ctx):
+    # Events, projection rows and chain heads are written as table rows, not through the session:
+    # what the session held of them must not be served stale afterwards.
+    adult = start_empty(session, ctx)["21000001"]
+
+    def decide(decision, minutes_ago):
+        return record_decision(session, ctx, DecisionRequest(
+            purpose="email_marketing", decision=decision, source=Source.API, actor=Actor.PATRON,
+            occurred_at=NOW - timedelta(minutes=minutes_ago), patron=adult), now=NOW).event
+
+    first = decide(Decision.OPT_OUT, 2)
+    row = session.get(PatronDecision, (adult.id, "email_marketing", ""))
+    shared = session.get(AddressDecision, (adult.address_key, "email_marketing", ""))
+    head = session.get(LedgerChainHead, first.chain_key)
+    assert (row.decision, shared.decision, head.length) == ("opt_out", "opt_out", 1)
+
+    second = decide(Decision.OPT_IN, 1)
+
+    assert (row.decision, row.event_id) == ("opt_in", second.id)
+    assert (shared.decision, shared.event_id) == ("opt_in", second.id)
+    assert (head.length, head.last_hash) == (2, second.hash)
+    assert session.get(ConsentEvent, second.id) is second, "the event is the session's own"
+    assert session.get(AddressSuppression, adult.address_key).lifted_by_event_id == second.id
+    session.commit()
+    session.expire_all()
+    stored = session.get(ConsentEvent, second.id)
+    assert (stored.prev_hash, stored.chain_seq, stored.decision) == (first.hash, 2, "opt_in")
 
 
 def as_sent(spec: dict) -> dict:
