@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import ARRAY, ColumnElement, Table, any_, bindparam, insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+
+def one_of(session: Session, column: InstrumentedAttribute[Any], values: Collection[Any]
+           ) -> ColumnElement[bool]:
+    """`column IN values` for a chunk of a bulk job's values. On PostgreSQL `= ANY(array)`: one
+    parameter, where an IN list of 500 is a statement that psycopg parses anew every time (it
+    caches statements of up to 50 parameters; 2.5 s of an import of 100,000 patrons)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:

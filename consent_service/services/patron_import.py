@@ -18,7 +18,7 @@ from consent_service.domain.consent_map import ConsentRule, load_consent_map
 from consent_service.domain.ils_formats import GENERIC_COLUMNS
 from consent_service.models import GuardianLink, Patron
 from consent_service.models.columns import new_public_id
-from consent_service.services.bulk import insert_rows
+from consent_service.services.bulk import insert_rows, one_of
 from consent_service.services.context import ServiceContext
 from consent_service.services.csv_input import CsvRow, ImportReport, row_of_values
 from consent_service.services.guardians.consent_request import request_consent_for_links
@@ -356,7 +356,8 @@ def write_patron_rows(session: Session, ctx: ServiceContext, checked: CheckedPat
     request_consent_for_links(session, ctx, new_links, now=now)
     for start in range(0, len(linked_only), CHUNK):
         chunk = linked_only[start:start + CHUNK]
-        session.execute(update(Patron).where(Patron.id.in_(chunk)).values(updated_at=now))
+        session.execute(update(Patron).where(one_of(session, Patron.id, chunk))
+                        .values(updated_at=now))
     for card in gained:
         outcomes[card] = "created" if outcomes[card] == "created" else "updated"
     return outcomes
@@ -378,7 +379,8 @@ def _stored_patrons(session: Session, cards: Collection[str]) -> dict[str, _Stor
     found: dict[str, _Stored] = {}
     query = select(Patron.card_number, Patron.id, Patron.email)
     for chunk in _chunks(cards):
-        for card, patron_id, email in session.execute(query.where(Patron.card_number.in_(chunk))):
+        for card, patron_id, email in session.execute(
+                query.where(one_of(session, Patron.card_number, chunk))):
             found[card] = _Stored(patron_id, email)
     return found
 
@@ -478,7 +480,8 @@ def load_patrons_by_card(session: Session, cards: Collection[str]) -> dict[str, 
     """The patrons in the database with these card numbers, by card; one query per chunk."""
     found: dict[str, Patron] = {}
     for chunk in _chunks(cards):
-        for patron in session.scalars(select(Patron).where(Patron.card_number.in_(chunk))):
+        for patron in session.scalars(
+                select(Patron).where(one_of(session, Patron.card_number, chunk))):
             found[patron.card_number] = patron
     return found
 
@@ -568,7 +571,7 @@ def _insert_patrons(session: Session, rows: list[dict[str, Any]]) -> list[tuple[
     insert_rows(session, _PATRONS, rows)
     query = select(Patron.card_number, Patron.id, Patron.email)
     return [(card, patron_id, email) for card, patron_id, email in session.execute(
-        query.where(Patron.card_number.in_([row["card_number"] for row in rows])))]
+        query.where(one_of(session, Patron.card_number, [row["card_number"] for row in rows])))]
 
 
 def _stored_fields(session: Session, cards: Collection[str], names: Collection[str]
@@ -577,7 +580,8 @@ def _stored_fields(session: Session, cards: Collection[str], names: Collection[s
     columns = [Patron.__table__.c[name] for name in sorted(names)]
     found: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(cards):
-        query = select(Patron.card_number, *columns).where(Patron.card_number.in_(chunk))
+        query = select(Patron.card_number, *columns).where(
+            one_of(session, Patron.card_number, chunk))
         for row in session.execute(query):
             found[row[0]] = dict(zip((column.name for column in columns), row[1:], strict=True))
     return found
@@ -604,7 +608,7 @@ def _link_guardians(session: Session, rows: list[_PatronRow], stored: dict[str, 
     for start in range(0, len(child_ids), CHUNK):
         chunk = child_ids[start:start + CHUNK]
         for child_id, guardian_id, guardian_email in session.execute(
-                query.where(GuardianLink.child_id.in_(chunk))):
+                query.where(one_of(session, GuardianLink.child_id, chunk))):
             if guardian_id is not None:
                 by_patron.add((child_id, guardian_id))
             if guardian_email is not None:

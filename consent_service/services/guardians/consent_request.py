@@ -26,7 +26,7 @@ from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, Li
 from consent_service.mail.compose import template_language
 from consent_service.models import GuardianLink, GuardianRequest, Patron
 from consent_service.models.columns import new_guardian_request_id
-from consent_service.services.bulk import insert_rows
+from consent_service.services.bulk import insert_rows, one_of
 from consent_service.services.context import ServiceContext
 from consent_service.services.guardians.choices import (
     NOTICE_VERSION,
@@ -129,7 +129,7 @@ def request_consent_for_links(session: Session, ctx: ServiceContext, links: Sequ
         ids = {link.child_id for link in chunk} | {link.guardian_id for link in chunk
                                                    if link.guardian_id is not None}
         patrons = {row.id: row for row in session.execute(
-            select(*_PATRON_COLUMNS).where(Patron.id.in_(ids)))}
+            select(*_PATRON_COLUMNS).where(one_of(session, Patron.id, ids)))}
         teens = [child for child in (patrons[link.child_id] for link in chunk)
                  if child.birth_date is not None and child.status == "active"
                  and CHILD_AGE <= age_on(child.birth_date, today) < MINOR_CARD_AGE]
