@@ -17,11 +17,11 @@ from consent_service.domain.addresses import InvalidEmailError, normalize_email
 from consent_service.domain.consent_map import ConsentRule, load_consent_map
 from consent_service.domain.ils_formats import GENERIC_COLUMNS
 from consent_service.models import GuardianLink, Patron
-from consent_service.models.columns import new_public_id
+from consent_service.models.columns import new_guardian_link_id, new_public_id
 from consent_service.services.bulk import insert_rows, one_of
 from consent_service.services.context import ServiceContext
 from consent_service.services.csv_input import CsvRow, ImportReport, row_of_values
-from consent_service.services.guardians.consent_request import request_consent_for_links
+from consent_service.services.guardians.consent_request import NewLink, request_consent_for_links
 from consent_service.services.ils_import import check_rules, open_patron_file, record_ils_consents
 
 COLUMNS = GENERIC_COLUMNS
@@ -350,7 +350,7 @@ def write_patron_rows(session: Session, ctx: ServiceContext, checked: CheckedPat
     needs their consent is asked for it (the notice is queued)."""
     rows, stored = checked.rows, checked.stored
     outcomes = _write_patrons(session, rows, stored, now, on_row or _no_progress)
-    new_links: list[GuardianLink] = []
+    new_links: list[NewLink] = []
     gained = _link_guardians(session, rows, stored, now, new_links)
     linked_only = [stored[card].id for card in gained if outcomes[card] == "unchanged"]
     request_consent_for_links(session, ctx, new_links, now=now)
@@ -596,9 +596,11 @@ def _by_columns(changes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def _link_guardians(session: Session, rows: list[_PatronRow], stored: dict[str, _Stored],
-                    now: datetime, created: list[GuardianLink]) -> list[str]:
-    """Add the guardian links the good rows name and the database lacks (appended to `created`);
-    the children's cards that gained one."""
+                    now: datetime, created: list[NewLink]) -> list[str]:
+    """Add the guardian links the good rows name and the database lacks (appended to `created`,
+    as rows of their id, child, guardian and guardian email, in the order they were made); the
+    children's cards that gained one. The links go in as table rows (`insert_rows`), a chunk at
+    a time, and are read back by their public ids."""
     linking = [row for row in rows
                if not row.problems and (row.guardian_card or row.guardian_email)]
     child_ids = sorted({stored[row.card].id for row in linking})
@@ -615,28 +617,33 @@ def _link_guardians(session: Session, rows: list[_PatronRow], stored: dict[str, 
                 by_email.add((child_id, guardian_email))
 
     gained: list[str] = []
-    pending: list[GuardianLink] = []
+    made: list[dict[str, Any]] = []
     for row in linking:
         child_id = stored[row.card].id
-        links = []
+        before = len(made)
         if row.guardian_card:
             guardian_id = stored[row.guardian_card].id
             if (child_id, guardian_id) not in by_patron:
                 by_patron.add((child_id, guardian_id))
-                links.append(GuardianLink(child_id=child_id, guardian_id=guardian_id,
-                                          created_at=now))
+                made.append({"public_id": new_guardian_link_id(), "child_id": child_id,
+                             "guardian_id": guardian_id, "guardian_email": None,
+                             "created_at": now})
         if row.guardian_email and (child_id, row.guardian_email) not in by_email:
             by_email.add((child_id, row.guardian_email))
-            links.append(GuardianLink(child_id=child_id, guardian_email=row.guardian_email,
-                                      created_at=now))
-        if links:
+            made.append({"public_id": new_guardian_link_id(), "child_id": child_id,
+                         "guardian_id": None, "guardian_email": row.guardian_email,
+                         "created_at": now})
+        if len(made) > before:
             gained.append(row.card)
-            pending.extend(links)
-            created.extend(links)
-        if len(pending) >= CHUNK:
-            session.add_all(pending)
-            session.flush()
-            pending.clear()
-    session.add_all(pending)
-    session.flush()
+    read_back = select(GuardianLink.public_id, GuardianLink.id, GuardianLink.child_id,
+                       GuardianLink.guardian_id, GuardianLink.guardian_email)
+    for start in range(0, len(made), CHUNK):
+        chunk = made[start:start + CHUNK]
+        insert_rows(session, _LINKS, chunk)
+        found = {link.public_id: link for link in session.execute(read_back.where(
+            one_of(session, GuardianLink.public_id, [link["public_id"] for link in chunk])))}
+        created.extend(found[link["public_id"]] for link in chunk)
     return gained
+
+
+_LINKS = GuardianLink.__table__  # inserted with `insert_rows`: no ORM object per link

@@ -98,7 +98,8 @@ def request_guardian_consent(session: Session, ctx: ServiceContext, child: Patro
 
 
 class NewLink(Protocol):
-    """A guardian link made in the caller's transaction (an ORM GuardianLink, flushed)."""
+    """A guardian link made in the caller's transaction (a GuardianLink, flushed, or a row of
+    these columns)."""
 
     id: int
     child_id: int
