@@ -116,9 +116,9 @@ def request_consent_for_links(session: Session, ctx: ServiceContext, links: Sequ
     objects), one reads the standings of the children whose card may need a guardian's
     permission (13 to 16), and the requests and notices are inserted as table rows
     (`insert_rows`, `queue_emails`); the topics are read once, and the notices rendered by the
-    process's `notice_renderer`. The requests and outbox rows are those the per-link path makes, ids,
-    random public ids and the links' tokens aside (tests/integration/guardians/
-    test_bulk_notices.py)."""
+    process's `notice_renderer`. The requests and outbox rows are those the per-link path makes,
+    ids, random public ids and the links' tokens aside (property tests:
+    tests/integration/guardians/test_bulk_notices.py)."""
     if not links:
         return 0
     topics = load_topics(session)
