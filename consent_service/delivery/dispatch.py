@@ -18,12 +18,13 @@ from consent_service.delivery.sender import send_pending_mail
 from consent_service.extensions import db
 from consent_service.mail.compose import describe_error
 from consent_service.models import OutboxMessage
+from consent_service.services.outgoing_mail import MAIL_QUEUED
 
 logger = logging.getLogger(__name__)
 
 DISPATCH_MODES = ("inline", "worker")
 INLINE_LIMIT = 20
-_QUEUED = "consent_service.mail_queued"
+_QUEUED = MAIL_QUEUED  # also set by services that insert outbox rows as table rows
 
 
 def init_app(app: Flask) -> None:

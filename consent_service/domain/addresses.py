@@ -98,6 +98,12 @@ def address_key(secret: bytes, normalized_email: str) -> str:
     return hmac.new(secret, normalized_email.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def keyed_address_mac(secret: bytes) -> hmac.HMAC:
+    """The HMAC of `address_key`, keyed and given no address yet: a copy of it, given the
+    address, gives the same key (for many addresses, the key is prepared once)."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
 def mask_email(normalized_email: str) -> str:
     """Show enough of an address for its owner to recognise it: `j•••@example.org`."""
     local, _, domain = normalized_email.partition("@")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from consent_service.domain.addresses import address_key
+from consent_service.domain.addresses import keyed_address_mac
 from consent_service.domain.guardians import GuardianSettings
 from consent_service.domain.purposes import Catalog
 from consent_service.domain.tokens import LinkKind, LinkSigner
@@ -31,9 +32,17 @@ class ServiceContext:
     # Topic keys seen configured: topics are only ever added, so each is looked up once per
     # process (services.decisions.checked_topic).
     known_topics: set[str] = field(default_factory=set, compare=False, repr=False)
+    _address_mac: hmac.HMAC = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_address_mac", keyed_address_mac(self.address_secret))
 
     def address_key(self, normalized_email: str) -> str:
-        return address_key(self.address_secret, normalized_email)
+        """`domain.addresses.address_key` with this library's secret, keyed once (an import
+        keys every row's address: 4 µs an address instead of 2)."""
+        mac = self._address_mac.copy()
+        mac.update(normalized_email.encode("utf-8"))
+        return mac.hexdigest()
 
     def today(self, now: datetime) -> date:
         """The library's date at `now`: ages and eligibility are judged on it, not on UTC's date."""

@@ -17,11 +17,11 @@ from consent_service.domain.addresses import InvalidEmailError, normalize_email
 from consent_service.domain.consent_map import ConsentRule, load_consent_map
 from consent_service.domain.ils_formats import GENERIC_COLUMNS
 from consent_service.models import GuardianLink, Patron
-from consent_service.models.columns import new_public_id
-from consent_service.services.bulk import insert_rows
+from consent_service.models.columns import new_guardian_link_id, new_public_id
+from consent_service.services.bulk import insert_rows, one_of
 from consent_service.services.context import ServiceContext
 from consent_service.services.csv_input import CsvRow, ImportReport, row_of_values
-from consent_service.services.guardians.consent_request import request_consent_for_links
+from consent_service.services.guardians.consent_request import NewLink, request_consent_for_links
 from consent_service.services.ils_import import check_rules, open_patron_file, record_ils_consents
 
 COLUMNS = GENERIC_COLUMNS
@@ -350,13 +350,14 @@ def write_patron_rows(session: Session, ctx: ServiceContext, checked: CheckedPat
     needs their consent is asked for it (the notice is queued)."""
     rows, stored = checked.rows, checked.stored
     outcomes = _write_patrons(session, rows, stored, now, on_row or _no_progress)
-    new_links: list[GuardianLink] = []
+    new_links: list[NewLink] = []
     gained = _link_guardians(session, rows, stored, now, new_links)
     linked_only = [stored[card].id for card in gained if outcomes[card] == "unchanged"]
     request_consent_for_links(session, ctx, new_links, now=now)
     for start in range(0, len(linked_only), CHUNK):
         chunk = linked_only[start:start + CHUNK]
-        session.execute(update(Patron).where(Patron.id.in_(chunk)).values(updated_at=now))
+        session.execute(update(Patron).where(one_of(session, Patron.id, chunk))
+                        .values(updated_at=now))
     for card in gained:
         outcomes[card] = "created" if outcomes[card] == "created" else "updated"
     return outcomes
@@ -378,7 +379,8 @@ def _stored_patrons(session: Session, cards: Collection[str]) -> dict[str, _Stor
     found: dict[str, _Stored] = {}
     query = select(Patron.card_number, Patron.id, Patron.email)
     for chunk in _chunks(cards):
-        for card, patron_id, email in session.execute(query.where(Patron.card_number.in_(chunk))):
+        for card, patron_id, email in session.execute(
+                query.where(one_of(session, Patron.card_number, chunk))):
             found[card] = _Stored(patron_id, email)
     return found
 
@@ -478,7 +480,8 @@ def load_patrons_by_card(session: Session, cards: Collection[str]) -> dict[str, 
     """The patrons in the database with these card numbers, by card; one query per chunk."""
     found: dict[str, Patron] = {}
     for chunk in _chunks(cards):
-        for patron in session.scalars(select(Patron).where(Patron.card_number.in_(chunk))):
+        for patron in session.scalars(
+                select(Patron).where(one_of(session, Patron.card_number, chunk))):
             found[patron.card_number] = patron
     return found
 
@@ -568,7 +571,7 @@ def _insert_patrons(session: Session, rows: list[dict[str, Any]]) -> list[tuple[
     insert_rows(session, _PATRONS, rows)
     query = select(Patron.card_number, Patron.id, Patron.email)
     return [(card, patron_id, email) for card, patron_id, email in session.execute(
-        query.where(Patron.card_number.in_([row["card_number"] for row in rows])))]
+        query.where(one_of(session, Patron.card_number, [row["card_number"] for row in rows])))]
 
 
 def _stored_fields(session: Session, cards: Collection[str], names: Collection[str]
@@ -577,7 +580,8 @@ def _stored_fields(session: Session, cards: Collection[str], names: Collection[s
     columns = [Patron.__table__.c[name] for name in sorted(names)]
     found: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(cards):
-        query = select(Patron.card_number, *columns).where(Patron.card_number.in_(chunk))
+        query = select(Patron.card_number, *columns).where(
+            one_of(session, Patron.card_number, chunk))
         for row in session.execute(query):
             found[row[0]] = dict(zip((column.name for column in columns), row[1:], strict=True))
     return found
@@ -592,9 +596,11 @@ def _by_columns(changes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def _link_guardians(session: Session, rows: list[_PatronRow], stored: dict[str, _Stored],
-                    now: datetime, created: list[GuardianLink]) -> list[str]:
-    """Add the guardian links the good rows name and the database lacks (appended to `created`);
-    the children's cards that gained one."""
+                    now: datetime, created: list[NewLink]) -> list[str]:
+    """Add the guardian links the good rows name and the database lacks (appended to `created`,
+    as rows of their id, child, guardian and guardian email, in the order they were made); the
+    children's cards that gained one. The links go in as table rows (`insert_rows`), a chunk at
+    a time, and are read back by their public ids."""
     linking = [row for row in rows
                if not row.problems and (row.guardian_card or row.guardian_email)]
     child_ids = sorted({stored[row.card].id for row in linking})
@@ -604,35 +610,40 @@ def _link_guardians(session: Session, rows: list[_PatronRow], stored: dict[str, 
     for start in range(0, len(child_ids), CHUNK):
         chunk = child_ids[start:start + CHUNK]
         for child_id, guardian_id, guardian_email in session.execute(
-                query.where(GuardianLink.child_id.in_(chunk))):
+                query.where(one_of(session, GuardianLink.child_id, chunk))):
             if guardian_id is not None:
                 by_patron.add((child_id, guardian_id))
             if guardian_email is not None:
                 by_email.add((child_id, guardian_email))
 
     gained: list[str] = []
-    pending: list[GuardianLink] = []
+    made: list[dict[str, Any]] = []
     for row in linking:
         child_id = stored[row.card].id
-        links = []
+        before = len(made)
         if row.guardian_card:
             guardian_id = stored[row.guardian_card].id
             if (child_id, guardian_id) not in by_patron:
                 by_patron.add((child_id, guardian_id))
-                links.append(GuardianLink(child_id=child_id, guardian_id=guardian_id,
-                                          created_at=now))
+                made.append({"public_id": new_guardian_link_id(), "child_id": child_id,
+                             "guardian_id": guardian_id, "guardian_email": None,
+                             "created_at": now})
         if row.guardian_email and (child_id, row.guardian_email) not in by_email:
             by_email.add((child_id, row.guardian_email))
-            links.append(GuardianLink(child_id=child_id, guardian_email=row.guardian_email,
-                                      created_at=now))
-        if links:
+            made.append({"public_id": new_guardian_link_id(), "child_id": child_id,
+                         "guardian_id": None, "guardian_email": row.guardian_email,
+                         "created_at": now})
+        if len(made) > before:
             gained.append(row.card)
-            pending.extend(links)
-            created.extend(links)
-        if len(pending) >= CHUNK:
-            session.add_all(pending)
-            session.flush()
-            pending.clear()
-    session.add_all(pending)
-    session.flush()
+    read_back = select(GuardianLink.public_id, GuardianLink.id, GuardianLink.child_id,
+                       GuardianLink.guardian_id, GuardianLink.guardian_email)
+    for start in range(0, len(made), CHUNK):
+        chunk = made[start:start + CHUNK]
+        insert_rows(session, _LINKS, chunk)
+        found = {link.public_id: link for link in session.execute(read_back.where(
+            one_of(session, GuardianLink.public_id, [link["public_id"] for link in chunk])))}
+        created.extend(found[link["public_id"]] for link in chunk)
     return gained
+
+
+_LINKS = GuardianLink.__table__  # inserted with `insert_rows`: no ORM object per link

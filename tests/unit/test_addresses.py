@@ -4,7 +4,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consent_service.domain.addresses import InvalidEmailError, full_check, normalize_email
+from consent_service.domain.addresses import (
+    InvalidEmailError,
+    address_key,
+    full_check,
+    normalize_email,
+)
+from consent_service.domain.purposes import Catalog
+from consent_service.domain.tokens import LinkSigner
+from consent_service.services.context import ServiceContext
 
 
 @pytest.mark.parametrize(("raw", "normalized"), [
@@ -62,3 +70,15 @@ def test_the_everyday_shortcut_gives_what_the_full_check_gives(raw: str, strict:
             normalize_email(raw, strict=strict)
     else:
         assert normalize_email(raw, strict=strict) == expected
+
+
+@settings(max_examples=200)
+@given(secret=st.binary(min_size=1, max_size=64), addresses=st.lists(st.text(max_size=40),
+                                                                      max_size=5))
+def test_an_address_key_keyed_once_is_the_address_key(secret, addresses):
+    """The services key many addresses with one prepared HMAC (ServiceContext.address_key); each
+    copy given an address gives that address's key, whatever came before."""
+    ctx = ServiceContext(catalog=Catalog({}), address_secret=secret,
+                         signer=LinkSigner(["k"], {}), public_base_url="https://x.example")
+    for address in addresses:
+        assert ctx.address_key(address) == address_key(secret, address)

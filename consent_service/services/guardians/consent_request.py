@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,6 +26,7 @@ from consent_service.domain.tokens import ExpiredLinkError, InvalidLinkError, Li
 from consent_service.mail.compose import template_language
 from consent_service.models import GuardianLink, GuardianRequest, Patron
 from consent_service.models.columns import new_guardian_request_id
+from consent_service.services.bulk import insert_rows, one_of
 from consent_service.services.context import ServiceContext
 from consent_service.services.guardians.choices import (
     NOTICE_VERSION,
@@ -38,17 +41,19 @@ from consent_service.services.guardians.choices import (
     load_topics,
 )
 from consent_service.services.guardians.notices import (
-    guardian_address,
     mark_answered,
+    notice_renderer,
+    notice_row,
     queue_confirmation,
     queue_notice,
 )
-from consent_service.services.standing import Standing, load_standings
+from consent_service.services.outgoing_mail import queue_emails
+from consent_service.services.standing import PatronLike, Standing, load_standings
 
 _CHUNK = 500
 
 
-def needs_guardian_request(session: Session, ctx: ServiceContext, child: Patron, *,
+def needs_guardian_request(session: Session, ctx: ServiceContext, child: PatronLike, *,
                            now: datetime, standing: Standing | None = None) -> bool:
     """Whether linking a guardian to `child` asks them for consent: an active child under 13, or
     an active minor under 17 whose card has no guardian permission in force."""
@@ -66,66 +71,113 @@ def needs_guardian_request(session: Session, ctx: ServiceContext, child: Patron,
 
 
 def request_guardian_consent(session: Session, ctx: ServiceContext, child: Patron,
-                             link: GuardianLink, *, now: datetime,
-                             standing: Standing | None = None,
-                             topics: Sequence[tuple[str, dict[str, str]]] | None = None,
-                             new_link: bool = False) -> GuardianRequest | None:
+                             link: GuardianLink, *, now: datetime) -> GuardianRequest | None:
     """Ask the guardian of `link` for their consent for `child`, in the caller's transaction (the
     caller commits): create the request and queue the notice email (category notice).
 
     Returns the link's pending request if it has one (nothing is sent again), and None when the
-    child needs no guardian's consent or the guardian has no email address. The request expires
-    CONSENT_GUARDIAN_RESPONSE_DAYS after `now`. `standing` (the child's, every purpose) and
-    `topics` may be given by a caller that loaded them for many children at once; `new_link` says
-    the link was made in this transaction, so it has no request yet (none is looked for), and the
-    request is left for the caller's next flush.
+    child needs no guardian's consent or the guardian has no email address. The request is made
+    for the guardian patron's address, else the link's, in the guardian patron's language, else
+    the child's, and expires CONSENT_GUARDIAN_RESPONSE_DAYS after `now`. For many links made in
+    one transaction, `request_consent_for_links` does the same set-based.
     """
-    if not needs_guardian_request(session, ctx, child, now=now, standing=standing):
+    if not needs_guardian_request(session, ctx, child, now=now):
         return None
-    if not new_link:
-        pending = _pending_request(session, link, now)
-        if pending is not None:
-            return pending
-    address = guardian_address(session, link)
-    if address is None:
-        return None
+    pending = _pending_request(session, link, now)
+    if pending is not None:
+        return pending
     guardian = session.get(Patron, link.guardian_id) if link.guardian_id is not None else None
-    language = guardian.preferred_language if guardian is not None else child.preferred_language
-    request = GuardianRequest(
-        public_id=new_guardian_request_id(), child_id=child.id, guardian_link_id=link.id,
-        to_email=address,
-        language=template_language(language), notice_version=NOTICE_VERSION, status="pending",
-        created_at=now, expires_at=now + timedelta(days=ctx.guardians.response_days),
-        last_sent_at=now)
+    values = _request_values(ctx, child, link, guardian, now)
+    if values is None:
+        return None
+    request = GuardianRequest(**values)
     session.add(request)
-    if not new_link:
-        session.flush()
-    queue_notice(session, ctx, request, child, link, now=now, reminder=False, standing=standing,
-                 topics=topics)
+    session.flush()
+    queue_notice(session, ctx, request, child, link, now=now, reminder=False)
     return request
 
 
-def request_consent_for_links(session: Session, ctx: ServiceContext,
-                              links: Sequence[GuardianLink], *, now: datetime) -> int:
+class NewLink(Protocol):
+    """A guardian link made in the caller's transaction (a GuardianLink, flushed, or a row of
+    these columns)."""
+
+    id: int
+    child_id: int
+    guardian_id: int | None
+    guardian_email: str | None
+
+
+def request_consent_for_links(session: Session, ctx: ServiceContext, links: Sequence[NewLink],
+                              *, now: datetime) -> int:
     """`request_guardian_consent` for each of these links, made in the caller's transaction (so
-    they have no request yet), in that transaction;
-    how many requests were made. Loads the patrons, and the children's standings, a chunk at a
-    time (a few queries per chunk, not per child); the topics once."""
+    they have no request yet), in that transaction, set-based; how many requests were made.
+
+    A chunk of links at a time: one query reads the children and guardians (as rows, not
+    objects), one reads the standings of the children whose card may need a guardian's
+    permission (13 to 16), and the requests and notices are inserted as table rows
+    (`insert_rows`, `queue_emails`); the topics are read once, and the notices rendered by the
+    process's `notice_renderer`. The requests and outbox rows are those the per-link path makes,
+    ids, random public ids and the links' tokens aside (property tests:
+    tests/integration/guardians/test_bulk_notices.py)."""
+    if not links:
+        return 0
+    topics = load_topics(session)
+    renderer = notice_renderer()
+    today = ctx.today(now)
     made = 0
-    topics = load_topics(session) if links else []
     for start in range(0, len(links), _CHUNK):
         chunk = links[start:start + _CHUNK]
         ids = {link.child_id for link in chunk} | {link.guardian_id for link in chunk
                                                    if link.guardian_id is not None}
-        patrons = {p.id: p for p in session.scalars(select(Patron).where(Patron.id.in_(ids)))}
-        standings = load_standings(session, [patrons[link.child_id] for link in chunk])
+        patrons = {row.id: row for row in session.execute(
+            select(*_PATRON_COLUMNS).where(one_of(session, Patron.id, ids)))}
+        teens = [child for child in (patrons[link.child_id] for link in chunk)
+                 if child.birth_date is not None and child.status == "active"
+                 and CHILD_AGE <= age_on(child.birth_date, today) < MINOR_CARD_AGE]
+        standings = (load_standings(session, {child.id: child for child in teens}.values(),
+                                    purposes=[MINOR_CARD]) if teens else {})
+        requests: list[dict[str, Any]] = []
+        notices: list[dict[str, Any]] = []
         for link in chunk:
-            if request_guardian_consent(session, ctx, patrons[link.child_id], link, now=now,
-                                        standing=standings[link.child_id], topics=topics,
-                                        new_link=True):
-                made += 1
-        session.flush()
+            child = patrons[link.child_id]
+            if not needs_guardian_request(session, ctx, child, now=now,
+                                          standing=standings.get(child.id)):
+                continue
+            guardian = patrons[link.guardian_id] if link.guardian_id is not None else None
+            values = _request_values(ctx, child, link, guardian, now)
+            if values is None:
+                continue
+            requests.append(values)
+            notices.append(notice_row(ctx, SimpleNamespace(**values), child, guardian, now=now,
+                                      reminder=False, topics=topics if child.email else [],
+                                      renderer=renderer))
+        insert_rows(session, _REQUESTS, requests)
+        queue_emails(session, notices)
+        made += len(requests)
     return made
+
+
+_REQUESTS = GuardianRequest.__table__  # inserted with `insert_rows`: no ORM object per request
+# What the bulk path reads of children (eligibility's columns, for the standings) and guardians.
+_PATRON_COLUMNS = (Patron.id, Patron.public_id, Patron.first_name, Patron.birth_date,
+                   Patron.status, Patron.email, Patron.preferred_language, Patron.address_key,
+                   Patron.street, Patron.city, Patron.postal_code)
+
+
+def _request_values(ctx: ServiceContext, child: PatronLike, link: NewLink,
+                    guardian: Any | None, now: datetime) -> dict[str, Any] | None:
+    """The columns of a new pending request to the guardian of `link` (`guardian`, the patron,
+    or None) for `child`; None when there is no address to ask at."""
+    address = guardian.email if guardian is not None and guardian.email else link.guardian_email
+    if address is None:
+        return None
+    language = guardian.preferred_language if guardian is not None else child.preferred_language
+    return {"public_id": new_guardian_request_id(), "child_id": child.id,
+            "guardian_link_id": link.id, "to_email": address,
+            "language": template_language(language), "notice_version": NOTICE_VERSION,
+            "status": "pending", "created_at": now,
+            "expires_at": now + timedelta(days=ctx.guardians.response_days),
+            "last_sent_at": now}
 
 
 def _pending_request(session: Session, link: GuardianLink, now: datetime) -> GuardianRequest | None:
