@@ -21,6 +21,7 @@ from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.links import open_link
 from consent_service.services.standing import load_standing
 from consent_service.services.topics import topic_names
+from consent_service.services.write_turn import begin_writing
 
 FEEDBACK_REASONS = ("too_many", "not_relevant", "never_signed_up", "other")
 FEEDBACK_TEXT_LIMIT = 500
@@ -87,13 +88,14 @@ def unsubscribe(session: Session, ctx: ServiceContext, link: UnsubscribeLink, *,
     in_force = link.stopped  # read when the link was opened, in this request
     if in_force is not None:
         return Unsubscribed(int(in_force.event_ref), in_force.occurred_at, recorded=False)
+    begin_writing(session)
     result = record_decision(session, ctx, DecisionRequest(
         purpose=EMAIL_PURPOSE, topic=link.topic, decision=Decision.OPT_OUT, source=source,
         actor=Actor.PATRON, occurred_at=now, patron=link.patron, evidence=evidence,
     ), now=now)
     if result.event is None:
-        # Another click on the same address took its turn first (record_decision waits for it)
-        # and recorded this very opt-out: answer with that one.
+        # Another click on the same address took its turn first (record_decision waits for it on
+        # PostgreSQL, begin_writing on SQLite) and recorded this very opt-out: answer with that one.
         in_force = _opt_out_in_force(session, link.patron, link.topic)
         if in_force is None:
             raise ConsentServiceError("the opt-out was not recorded")
