@@ -32,6 +32,7 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     use_write_ahead_log(app)
     take_write_turns(app)
+    check_connections(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     from consent_service.delivery import dispatch
 
@@ -66,6 +67,19 @@ def use_write_ahead_log(app: Flask) -> None:
 
     with app.app_context():
         event.listen(db.engine, "connect", write_ahead_log)
+
+
+def check_connections(app: Flask) -> None:
+    """PostgreSQL: a pooled connection the server has ended is replaced before a request uses
+    it, without a round trip per request (see `connection_check`; SQLAlchemy's `pool_pre_ping`
+    sent one). SQLite's connections are files and need no check."""
+    from sqlalchemy.engine import make_url
+
+    from consent_service.connection_check import check_postgresql_connections
+
+    if make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() == "postgresql":
+        with app.app_context():
+            check_postgresql_connections(db.engine)
 
 
 def take_write_turns(app: Flask) -> None:
