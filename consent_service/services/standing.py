@@ -56,6 +56,11 @@ _DECISIONS = {decision.value: decision for decision in Decision}
 _ACTORS = {actor.value: actor for actor in Actor}
 
 
+def ruling_from_columns(decision: str, occurred_at: Any, actor: str, event_id: int) -> Ruling:
+    """A projection row's ruling, from its columns (as every reader here makes it)."""
+    return Ruling(_DECISIONS[decision], occurred_at, _ACTORS[actor], str(event_id))
+
+
 def _ruling_columns(table: type[PatronDecision] | type[AddressDecision]) -> tuple[Any, ...]:
     return (table.purpose, table.topic, table.decision, table.occurred_at, table.actor,
             table.event_id)
