@@ -37,6 +37,7 @@ from consent_service.services.api_ledger import InvalidCursorError
 from consent_service.services.api_patrons import GENERAL, PatronRecordsError
 from consent_service.services.decisions import UnknownTopicError
 from consent_service.services.patrons import PatronNotFoundError
+from consent_service.services.write_turn import read_without_transaction
 from consent_service.web.errors import handle_http_error
 
 blp = Blueprint("api", __name__, url_prefix="/api/v1",
@@ -85,14 +86,15 @@ def _status_name(code: int) -> str:
 def scope_required(scope: Scope, *, reads_only: bool = False) -> Callable[[View], View]:
     """An API view: a key that is known, not revoked and has `scope` (else 401, or 403), and a
     write's body as JSON (else 415, or 400 for JSON that does not parse). `reads_only`: the view
-    writes nothing, so on PostgreSQL its statements run without a transaction (see
-    `_without_transaction`)."""
+    writes nothing, so on PostgreSQL its statements run without a transaction
+    (`read_without_transaction`; the key's last use, once a minute, is one statement committed
+    by itself)."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> ResponseReturnValue:
             if reads_only:
-                _without_transaction()
+                read_without_transaction(db.session)
             client = _client()
             if not client.may(scope):
                 _abort(403, f"this API key does not have the scope {scope.value}")
@@ -115,16 +117,6 @@ def writes(view: View) -> View:
     for code in (400, 409, 413, 415):
         documented = blp.alt_response(code, response=_status_name(code))(documented)
     return documented  # type: ignore[return-value]
-
-
-def _without_transaction() -> None:
-    """PostgreSQL: the request's statements run in autocommit, without the `BEGIN` before the
-    first and the `ROLLBACK` when the connection goes back to the pool, two round trips of five
-    for an eligibility answer. Only for a view that writes nothing: under PostgreSQL's READ
-    COMMITTED each statement sees the committed state of its own start either way. The key's
-    last use (`authenticate`, once a minute) is one statement, committed by itself."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def _client() -> ApiClient:
