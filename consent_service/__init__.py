@@ -31,6 +31,8 @@ def register_extensions(app: Flask) -> None:
 
     db.init_app(app)
     use_write_ahead_log(app)
+    take_write_turns(app)
+    check_connections(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     from consent_service.delivery import dispatch
 
@@ -65,6 +67,43 @@ def use_write_ahead_log(app: Flask) -> None:
 
     with app.app_context():
         event.listen(db.engine, "connect", write_ahead_log)
+
+
+def check_connections(app: Flask) -> None:
+    """PostgreSQL: a pooled connection the server has ended is replaced before a request uses
+    it, without a round trip per request (see `connection_check`; SQLAlchemy's `pool_pre_ping`
+    sent one). SQLite's connections are files and need no check."""
+    from sqlalchemy.engine import make_url
+
+    from consent_service.connection_check import check_postgresql_connections
+
+    if make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() == "postgresql":
+        with app.app_context():
+            check_postgresql_connections(db.engine)
+
+
+def take_write_turns(app: Flask) -> None:
+    """Connections to a SQLite database file take the database's write turn before their first
+    write of a transaction, and hand it over at once when it ends (see `sqlite_writer`): two
+    gunicorn workers writing no longer wait in SQLite's busy handler, which sleeps up to 100 ms
+    between tries. In-memory databases have one connection and are left as they are."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import make_url
+
+    from consent_service import sqlite_writer
+
+    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    turn = sqlite_writer.writer_turn(url.database)
+
+    def turn_taking_connection(_dialect: Any, _record: Any, _cargs: Any,
+                               cparams: dict[str, Any]) -> None:
+        timeout = float(cparams.get("timeout", sqlite_writer.DEFAULT_TIMEOUT))
+        cparams["factory"] = sqlite_writer.connection_class(turn, timeout)
+
+    with app.app_context():
+        event.listen(db.engine, "do_connect", turn_taking_connection)
 
 
 def register_limiter(app: Flask) -> None:

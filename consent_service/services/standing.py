@@ -56,6 +56,11 @@ _DECISIONS = {decision.value: decision for decision in Decision}
 _ACTORS = {actor.value: actor for actor in Actor}
 
 
+def ruling_from_columns(decision: str, occurred_at: Any, actor: str, event_id: int) -> Ruling:
+    """A projection row's ruling, from its columns (as every reader here makes it)."""
+    return Ruling(_DECISIONS[decision], occurred_at, _ACTORS[actor], str(event_id))
+
+
 def _ruling_columns(table: type[PatronDecision] | type[AddressDecision]) -> tuple[Any, ...]:
     return (table.purpose, table.topic, table.decision, table.occurred_at, table.actor,
             table.event_id)
@@ -175,14 +180,18 @@ def load_standing(session: Session, patron: PatronLike,
                   purposes: Collection[str] | None = None) -> Standing:
     """The standing of one patron, as `load_standings` gives it, in one statement (a page or an
     API answer about one patron: its decisions, its address's, and the address's suppression and
-    undeliverable mark, read together)."""
+    undeliverable mark, read together). The statement is built once and run on the session's
+    connection (after a flush, as the session's autoflush would), which skips the ORM's handling
+    of a statement that loads no ORM object."""
     own: dict[Key, Ruling] = {}
     by_address: dict[Key, Ruling] = {}
     suppressed = undeliverable = False
     parameters: dict[str, object] = {"patron_id": patron.id, "address_key": patron.address_key}
     if purposes is not None:
         parameters["purposes"] = sorted(purposes)
-    for kind, purpose, topic, decision, actor, occurred_at, event_id in session.execute(
+    if session.autoflush:
+        session.flush()
+    for kind, purpose, topic, decision, actor, occurred_at, event_id in session.connection().execute(
             _one_standing(purposes is not None), parameters):
         if kind == "p" or kind == "a":
             ruling = Ruling(_DECISIONS[decision], occurred_at, _ACTORS[actor], str(event_id))

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
 from consent_service.domain.addresses import mask_email
-from consent_service.domain.ledger import Actor, Decision, Ruling, Source, resolve
+from consent_service.domain.ledger import Actor, Decision, Key, Ruling, Source, resolve
 from consent_service.domain.purposes import EMAIL_PURPOSE
 from consent_service.domain.text import UnsafeTextError, clean_text
-from consent_service.domain.tokens import LinkClaims, LinkKind
-from consent_service.models import Patron, Topic, UnsubscribeFeedback
+from consent_service.domain.tokens import InvalidLinkError, LinkClaims, LinkKind
+from consent_service.models import AddressDecision, Patron, Topic, UnsubscribeFeedback
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
-from consent_service.services.links import open_link
-from consent_service.services.standing import load_standing
-from consent_service.services.topics import topic_names
+from consent_service.services.standing import load_standing, ruling_from_columns
+from consent_service.services.write_turn import begin_writing
 
 FEEDBACK_REASONS = ("too_many", "not_relevant", "never_signed_up", "other")
 FEEDBACK_TEXT_LIMIT = 500
@@ -31,10 +32,26 @@ class InvalidFeedbackError(ConsentServiceError):
 
 
 @dataclass(frozen=True)
+class LinkPatron:
+    """The patron an unsubscribe link names: the columns its page and eligibility read."""
+
+    id: int
+    public_id: str
+    email: str | None
+    address_key: str | None
+    preferred_language: str
+    status: str
+    birth_date: date | None
+    street: str
+    city: str
+    postal_code: str
+
+
+@dataclass(frozen=True)
 class UnsubscribeLink:
     """What an unsubscribe link stops, for whom, and whether it is stopped already."""
 
-    patron: Patron
+    patron: LinkPatron
     claims: LinkClaims
     topic: str | None  # None: all library email
     topic_names: Mapping[str, str] | None  # language -> the topic's name
@@ -57,19 +74,54 @@ def open_unsubscribe_link(session: Session, ctx: ServiceContext, token: str, *,
 
     The link stops one topic, or all library email when it names none. A link naming a topic the
     library no longer has stops all library email: the patron asked to stop something, and the
-    page says exactly what will stop. Raises InvalidLinkError / ExpiredLinkError.
+    page says exactly what will stop. Raises ExpiredLinkError for a genuine link past its
+    lifetime, InvalidLinkError for one tampered with, signed for another page, or naming a patron
+    we do not have (any more), as `links.open_link`.
+
+    One statement reads the patron, the link's topic and the email decisions on the patron's
+    address (a mail provider's one-click, repeated, needs nothing else): the opt-out in force is
+    `resolve` over them, as over `load_standing`'s address decisions.
     """
-    patron, claims = open_link(session, ctx, LinkKind.UNSUBSCRIBE, token, now=now)
-    topic_row = (session.scalar(select(Topic).where(Topic.key == claims.topic))
-                 if claims.topic else None)
-    topic = topic_row.key if topic_row else None
+    claims = ctx.signer.verify(LinkKind.UNSUBSCRIBE, token, now=now)
+    rows = session.connection().execute(
+        _link_statement(), {"public_id": claims.patron_id, "topic": claims.topic or ""}).all()
+    if not rows:
+        raise InvalidLinkError("this link is not valid")
+    first = rows[0]
+    patron = LinkPatron(first.id, first.public_id, first.email, first.address_key,
+                        first.preferred_language, first.status, first.birth_date, first.street,
+                        first.city, first.postal_code)
+    topic = first.topic_key
+    address_state: dict[Key, Ruling] = {
+        (EMAIL_PURPOSE, row.decided_topic): ruling_from_columns(
+            row.decision, row.occurred_at, row.actor, row.event_id)
+        for row in rows if row.decision is not None}
     return UnsubscribeLink(
         patron=patron,
         claims=claims,
         topic=topic,
-        topic_names=topic_names(topic_row) if topic_row else None,
+        topic_names={**(first.topic_names or {}), "en": first.topic_name} if topic else None,
         masked_email=mask_email(patron.email) if patron.email else None,
-        stopped=_opt_out_in_force(session, patron, topic),
+        stopped=_opt_out_of(address_state, topic) if patron.email else None,
+    )
+
+
+@functools.cache
+def _link_statement() -> Select[Any]:
+    """`open_unsubscribe_link`'s statement, built once: the patron by public id, the topic by key
+    (none: NULL), and the address's email decisions (none: one row of NULLs)."""
+    return (
+        select(Patron.id, Patron.public_id, Patron.email, Patron.address_key,
+               Patron.preferred_language, Patron.status, Patron.birth_date, Patron.street,
+               Patron.city, Patron.postal_code, Topic.key.label("topic_key"),
+               Topic.name.label("topic_name"), Topic.names.label("topic_names"),
+               AddressDecision.topic.label("decided_topic"), AddressDecision.decision,
+               AddressDecision.occurred_at, AddressDecision.actor, AddressDecision.event_id)
+        .select_from(Patron)
+        .outerjoin(Topic, Topic.key == bindparam("topic"))
+        .outerjoin(AddressDecision, and_(AddressDecision.address_key == Patron.address_key,
+                                         AddressDecision.purpose == EMAIL_PURPOSE))
+        .where(Patron.public_id == bindparam("public_id"))
     )
 
 
@@ -87,13 +139,17 @@ def unsubscribe(session: Session, ctx: ServiceContext, link: UnsubscribeLink, *,
     in_force = link.stopped  # read when the link was opened, in this request
     if in_force is not None:
         return Unsubscribed(int(in_force.event_ref), in_force.occurred_at, recorded=False)
+    begin_writing(session)
+    patron = session.get(Patron, link.patron.id)
+    if patron is None:  # erased and removed since the link was opened
+        raise InvalidLinkError("this link is not valid")
     result = record_decision(session, ctx, DecisionRequest(
         purpose=EMAIL_PURPOSE, topic=link.topic, decision=Decision.OPT_OUT, source=source,
-        actor=Actor.PATRON, occurred_at=now, patron=link.patron, evidence=evidence,
+        actor=Actor.PATRON, occurred_at=now, patron=patron, evidence=evidence,
     ), now=now)
     if result.event is None:
-        # Another click on the same address took its turn first (record_decision waits for it)
-        # and recorded this very opt-out: answer with that one.
+        # Another click on the same address took its turn first (record_decision waits for it on
+        # PostgreSQL, begin_writing on SQLite) and recorded this very opt-out: answer with that one.
         in_force = _opt_out_in_force(session, link.patron, link.topic)
         if in_force is None:
             raise ConsentServiceError("the opt-out was not recorded")
@@ -132,10 +188,14 @@ def save_unsubscribe_feedback(session: Session, link: UnsubscribeLink, *, reason
     return True
 
 
-def _opt_out_in_force(session: Session, patron: Patron, topic: str | None) -> Ruling | None:
+def _opt_out_in_force(session: Session, patron: LinkPatron, topic: str | None) -> Ruling | None:
     """The email opt-out in force at the patron's address for the topic (or all email), if any."""
     if not patron.email:
         return None
     standing = load_standing(session, patron, purposes=[EMAIL_PURPOSE])
-    ruling = resolve(standing.address_state, EMAIL_PURPOSE, topic)
+    return _opt_out_of(standing.address_state, topic)
+
+
+def _opt_out_of(address_state: Mapping[Key, Ruling], topic: str | None) -> Ruling | None:
+    ruling = resolve(address_state, EMAIL_PURPOSE, topic)
     return ruling if ruling is not None and ruling.decision is Decision.OPT_OUT else None

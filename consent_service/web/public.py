@@ -46,6 +46,7 @@ from consent_service.services.unsubscribe import (
     save_unsubscribe_feedback,
     unsubscribe,
 )
+from consent_service.services.write_turn import read_without_transaction
 from consent_service.web.forms import SafeText
 from consent_service.web.i18n import current_language, set_switch_path, use_patron_language
 from consent_service.web.patron_data import data_page, json_download
@@ -160,6 +161,7 @@ def unsubscribe_page(token: str) -> ResponseReturnValue:
     reads the page, and the form's CSRF token would start a session for that server."""
     ctx = runtime.context()
     now = runtime.now()
+    read_without_transaction(db.session)  # an opt-out, if one is recorded, gets a transaction
     link = open_unsubscribe_link(db.session, ctx, token, now=now)
     use_patron_language(link.patron.preferred_language)
     preferences_url = _preferences_url(link.patron.public_id)

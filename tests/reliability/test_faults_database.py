@@ -58,10 +58,11 @@ class Outage:
             make_url(POSTGRES_URL).set(database="postgres"), poolclass=NullPool)
 
     def terminate_connections(self) -> None:
-        """PostgreSQL: end every session of the test database (as a restart or a failover does)."""
+        """PostgreSQL: end every session of the test database (as a restart or a failover does),
+        waiting (up to 5 s each) until they have ended."""
         assert self._admin is not None
         with self._admin.connect() as connection:
-            connection.execute(text("select pg_terminate_backend(pid) from pg_stat_activity "
+            connection.execute(text("select pg_terminate_backend(pid, 5000) from pg_stat_activity "
                                     "where datname = :name"), {"name": self._database})
 
     def begin(self) -> None:
@@ -264,7 +265,7 @@ def test_after_postgresql_ends_the_services_connections_the_next_request_reconne
     outage.terminate_connections()
 
     answer = client.get("/readyz")
-    assert answer.status_code == 200, "pool_pre_ping replaced the dead connection"
+    assert answer.status_code == 200, "the pool replaced the dead connection"
 
 
 def queue_preference_links(app: Flask, n: int) -> None:

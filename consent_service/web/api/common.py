@@ -37,6 +37,7 @@ from consent_service.services.api_ledger import InvalidCursorError
 from consent_service.services.api_patrons import GENERAL, PatronRecordsError
 from consent_service.services.decisions import UnknownTopicError
 from consent_service.services.patrons import PatronNotFoundError
+from consent_service.services.write_turn import read_without_transaction
 from consent_service.web.errors import handle_http_error
 
 blp = Blueprint("api", __name__, url_prefix="/api/v1",
@@ -74,20 +75,26 @@ def query_arguments(schema: type[Schema]) -> Callable[[View], View]:
     """A GET view's query parameters, read with `schema`. An unknown parameter is refused (422)
     rather than ignored, as webargs does for the query by default: a misspelt `topc=events` on an
     export would otherwise hand over every patron who may get any library email."""
-    return blp.arguments(schema, location="query", unknown=RAISE)  # type: ignore[no-any-return]
+    # an instance, made once: given the class, webargs would make one for every request
+    return blp.arguments(schema(), location="query", unknown=RAISE)  # type: ignore[no-any-return]
 
 
 def _status_name(code: int) -> str:
     return http.HTTPStatus(code).name
 
 
-def scope_required(scope: Scope) -> Callable[[View], View]:
+def scope_required(scope: Scope, *, reads_only: bool = False) -> Callable[[View], View]:
     """An API view: a key that is known, not revoked and has `scope` (else 401, or 403), and a
-    write's body as JSON (else 415, or 400 for JSON that does not parse)."""
+    write's body as JSON (else 415, or 400 for JSON that does not parse). `reads_only`: the view
+    writes nothing, so on PostgreSQL its statements run without a transaction
+    (`read_without_transaction`; the key's last use, once a minute, is one statement committed
+    by itself)."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+            if reads_only:
+                read_without_transaction(db.session)
             client = _client()
             if not client.may(scope):
                 _abort(403, f"this API key does not have the scope {scope.value}")

@@ -15,6 +15,7 @@ from consent_service.services.api_patrons import (
     decisions_in_force,
     eligibility,
     find_patron,
+    find_patron_row,
     upsert_patrons,
 )
 from consent_service.services.erasure import erase_patron
@@ -147,7 +148,7 @@ class PatronDecisionsById(MethodView):
 
 @blp.route("/eligibility", tags=["eligibility"])
 class EligibilityCheck(MethodView):
-    @scope_required(Scope.CONSENTS_READ)
+    @scope_required(Scope.CONSENTS_READ, reads_only=True)
     @query_arguments(EligibilityQuerySchema)
     @blp.response(200, EligibilitySchema)
     @blp.alt_response(404, response="NOT_FOUND")
@@ -158,7 +159,7 @@ class EligibilityCheck(MethodView):
         `allowed`, and when not, one `reason` code. Name the patron by `card_number` or by
         `patron_id`.
         """
-        patron = find_patron(db.session, card_number=query.get("card_number"),
-                             patron_id=query.get("patron_id"))
+        patron = find_patron_row(db.session, card_number=query.get("card_number"),
+                                 patron_id=query.get("patron_id"))
         return eligibility(db.session, runtime.context(), patron, purpose=query["purpose"],
                            topic=query.get("topic") or None, now=runtime.now())
