@@ -6,7 +6,7 @@ the backends share the CPUs with the workers. What it guards against is a connec
 has ended (a restart, a failover, `pg_terminate_backend`): the server then says so on the socket
 (an error message and its end), so the socket of an idle connection has something to read. Here a
 connection is given out only when the pool's copy of it is healthy (`pgconn.status` OK, no
-transaction open) and its socket has nothing to read (`select` with no wait); else the pool drops
+transaction open) and its socket has nothing to read (`poll` with no wait); else the pool drops
 it and opens another, as pre-ping does. A connection that has sat idle for longer than
 `PING_AFTER_IDLE` seconds, where a firewall or a proxy may have dropped it without a word, still
 gets a real round trip (an empty query) before use.
@@ -59,10 +59,12 @@ def usable(dbapi_connection: Any) -> bool:
         if dbapi_connection.closed or pgconn.status != pq.ConnStatus.OK \
                 or pgconn.transaction_status != pq.TransactionStatus.IDLE:
             return False
-        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+        poller = select.poll()  # not select(): it refuses descriptors past 1023
+        poller.register(pgconn.socket, select.POLLIN | select.POLLPRI)
+        ready = poller.poll(0)
     except Exception:  # any failure to look means the connection is not usable
         return False
-    return not readable
+    return not ready
 
 
 def answers(dbapi_connection: Any) -> bool:
