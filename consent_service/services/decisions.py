@@ -37,6 +37,7 @@ from consent_service.models import (
 )
 from consent_service.services.context import ServiceContext
 from consent_service.services.ledger_chain import chain_new_events
+from consent_service.services.write_turn import begin_writing
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -333,17 +334,22 @@ def checked_topic(session: Session, purpose: str, has_topics: bool, topic: str |
 
 
 def _take_turns(session: Session, pending: Sequence[_Pending]) -> None:
-    """On PostgreSQL, wait until no other transaction is deciding for the same address (an email
-    decision) or patron (any other), and hold that turn until this transaction ends.
+    """Wait until no other transaction is deciding for the same address (an email decision) or
+    patron (any other), and hold that turn until this transaction ends; the reads that follow
+    (projections, chain heads) then see what the last decision committed.
 
     Without it, two transactions read the decision in force at the same time and both write: the
     first decision at a key fails on the primary key, and a later one can overwrite a newer
-    decision committed meanwhile, so the projection no longer equals the ledger's fold. A
-    transaction-scoped advisory lock on the address's (or patron's) key makes them take turns;
-    SQLite has one writer at a time already. One lock per key, all taken in one statement in key
-    order (two batches never wait on each other in a circle), and the same lock again within a
+    decision committed meanwhile (the projection no longer equals the ledger's fold).
+
+    SQLite: the transaction begins as the database's one writer (`write_turn.begin_writing`,
+    `BEGIN IMMEDIATE`) unless the caller has begun it; Python's `sqlite3` would otherwise read
+    outside a transaction until the first write. PostgreSQL: a transaction-scoped advisory lock
+    on the address's (or patron's) key; one lock per key, all taken in one statement in key order
+    (two batches never wait on each other in a circle), and the same lock again within a
     transaction is free, so a decision never waits on itself.
     """
+    begin_writing(session)
     if session.get_bind().dialect.name != "postgresql":
         return
     turns = sorted({(_ADDRESS_LOCKS, item.address) if item.address is not None else

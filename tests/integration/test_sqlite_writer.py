@@ -15,9 +15,12 @@ import pytest
 from sqlalchemy import func, select
 
 from consent_service import runtime
+from consent_service.domain.ledger import Actor, Decision, Source
 from consent_service.domain.tokens import LinkKind
 from consent_service.extensions import db
 from consent_service.models import AddressDecision, ConsentEvent, Patron, PatronDecision, Topic
+from consent_service.services import decisions
+from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.ledger_chain import verify_ledger
 from consent_service.sqlite_writer import WriterTurn, starts_writing, writer_turn
 from tests.conftest import NOW, app_config
@@ -111,6 +114,49 @@ def test_two_processes_clicking_one_click_links_at_once_on_shared_addresses_reco
         assert db.session.scalar(select(func.count()).select_from(AddressDecision)) == pairs
         assert db.session.scalar(select(func.count()).select_from(PatronDecision)) == sum(
             count for _, count in opt_outs)
+        assert verify_ledger(db.session).intact
+
+
+def test_record_decision_reads_what_is_in_force_as_the_databases_one_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`record_decision` takes the write turn before it reads the decisions in force, whoever calls
+    it (`_take_turns`): while it reads, another connection cannot write, so no decision can be
+    committed between what it read and what it writes. Reading outside the transaction, another
+    process's newer decision committed meanwhile was overwritten by the older one's projection
+    row."""
+    database = tmp_path / "consent.sqlite3"
+    app = _app(app_config(tmp_path, SQLALCHEMY_DATABASE_URI=f"sqlite:///{database}"))
+    with app.app_context():
+        db.create_all()
+        ctx = runtime.context(app)
+        patron = Patron(card_number="23000001", first_name="Reader", last_name="Example",
+                        email="reader@example.org", address_key=ctx.address_key("reader@example.org"),
+                        created_at=NOW, updated_at=NOW)
+        db.session.add(patron)
+        db.session.commit()
+        patron_id = patron.id
+        meanwhile: list[str] = []
+        read_policy_versions = decisions._policy_versions  # read after the decisions in force
+
+        def another_writer_meanwhile(session):
+            other = sqlite3.connect(database, timeout=0.1)
+            try:
+                other.execute("UPDATE patrons SET first_name = 'Changed' WHERE id = ?", (patron_id,))
+                other.commit()
+                meanwhile.append("written")
+            except sqlite3.OperationalError as error:
+                meanwhile.append(str(error))
+            finally:
+                other.close()
+            return read_policy_versions(session)
+
+        monkeypatch.setattr(decisions, "_policy_versions", another_writer_meanwhile)
+        record_decision(db.session, ctx, DecisionRequest(
+            purpose="email_marketing", decision=Decision.OPT_OUT, source=Source.PREFERENCE_CENTER,
+            actor=Actor.PATRON, patron=db.session.get(Patron, patron_id), occurred_at=NOW),
+            now=NOW)
+        db.session.commit()
+        assert meanwhile == ["database is locked"]
         assert verify_ledger(db.session).intact
 
 
