@@ -353,10 +353,10 @@ def test_a_failure_midway_keeps_the_previous_file_and_leaves_no_partial_file(
         calls.append(1)
         if len(calls) == 2:
             raise OSError("disk full")
-        return real_load_decisions(*args, **kwargs)
+        return real_record_exported(*args, **kwargs)
 
-    real_load_decisions = export_module.load_decisions
-    monkeypatch.setattr(export_module, "load_decisions", failing_second_chunk)
+    real_record_exported = export_module.record_exported
+    monkeypatch.setattr(export_module, "record_exported", failing_second_chunk)
     with pytest.raises(OSError, match="disk full"):
         export_contacts(session, ctx, purpose=EMAIL, topic=None, output=output,
                         excluded=tmp_path / "excluded.csv", created_by="test", now=NOW,
