@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, func, select, tuple_
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from consent_service.domain.export_formats import EMAIL_FIELDS, ExportFormat, export_format
@@ -121,7 +121,7 @@ def export_contacts(session: Session, ctx: ServiceContext, *, purpose: str, topi
     - files are written to a temporary file beside the target (owner-only permissions, as personal
       data should be) and moved into place only when complete, so a failure never leaves a partial
       file that looks finished. `output=None` streams to standard output instead;
-    - memory stays flat: patrons are read `chunk_size` at a time by keyset pagination, and rows are
+    - memory stays flat: patrons are read `chunk_size` at a time from one statement, and rows are
       written as they are decided;
     - the disclosure record: each patron whose row is written is recorded (ExportedPatron: for
       email the address key the row went to, and the decision in force the verdict read), inserted
@@ -330,31 +330,32 @@ def _verdicts(session: Session, plan: _Plan,
     proven equal to `evaluate`; one statement per chunk)."""
     query = verdict_query(plan.purpose, plan.topic, plan.today, _PATRON_COLUMNS)
     if not plan.by_email:
-        yield from _pages(session, query, (Patron.id,), chunk_size)
+        yield from _read(session, query.order_by(Patron.id), chunk_size)
         return
-    yield from _pages(session, query.where(Patron.address_key.is_not(None)),
-                      (Patron.address_key, Patron.id), chunk_size)
-    yield from _pages(session, query.where(Patron.address_key.is_(None)), (Patron.id,),
-                      chunk_size)
+    yield from _read(session, query.where(Patron.address_key.is_not(None)).order_by(
+        Patron.address_key, Patron.id), chunk_size)
+    yield from _read(session, query.where(Patron.address_key.is_(None)).order_by(Patron.id),
+                     chunk_size)
 
 
-def _pages(session: Session, query: Select[Any], keys: Sequence[ColumnElement[Any]],
-           chunk_size: int) -> Iterator[Sequence[tuple[Any, ...]]]:
-    """The query's rows in `keys` order (columns of the query), `chunk_size` at a time, each page
-    starting after the last row of the one before (keyset pagination: no OFFSET, so every page
-    costs the same). Rows are the driver's own tuples: every column is a text or an integer, which
-    need no conversion, so SQLAlchemy's result rows are skipped."""
-    query = query.order_by(*keys).limit(chunk_size)
-    positions = [list(query.selected_columns).index(key) for key in keys]
-    after: tuple[Any, ...] | None = None
+def _read(session: Session, query: Select[Any],
+          chunk_size: int) -> Iterator[Sequence[tuple[Any, ...]]]:
+    """The query's rows, `chunk_size` at a time, from one statement read as it goes (on
+    PostgreSQL a server-side cursor, FETCHed a chunk at a time; SQLite's cursor steps through
+    the result), in the session's transaction, so that each chunk's disclosure rows are written
+    between reads. One statement instead of a query per chunk: PostgreSQL planned each page
+    anew (10 ms) and merge-joined each from the start of the decisions tables. The values are
+    the export's own (purpose, topic, dates), written into the statement by SQLAlchemy's
+    literal rendering, and the rows are the driver's tuples: every column is a text or an
+    integer, which need no conversion."""
     connection = session.connection()
-    while True:
-        page = query if after is None else query.where(tuple_(*keys) > tuple_(*after))
-        result = connection.execute(page)
-        chunk = result.cursor.fetchall()
-        result.close()
-        if chunk:
+    sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    driver = cast(Any, connection.connection.driver_connection)
+    cursor = (driver.cursor(name="export_verdicts") if connection.dialect.name == "postgresql"
+              else driver.cursor())
+    try:
+        cursor.execute(sql)
+        while chunk := cursor.fetchmany(chunk_size):
             yield chunk
-        if len(chunk) < chunk_size:
-            return
-        after = tuple(chunk[-1][position] for position in positions)
+    finally:
+        cursor.close()
