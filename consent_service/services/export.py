@@ -243,8 +243,8 @@ def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportM
            contacts: DigestingSink, reasons: SpreadsheetSafeWriter | None,
            chunk_size: int) -> Iterator[int]:
     """Write the contact rows (and the left-out patrons to `reasons`) and record the patrons
-    written, a chunk at a time (one bulk write each), yielding after each chunk how many patrons
-    it decided; then complete the manifest.
+    written (one bulk write every `_DISCLOSED_AT_ONCE` chunks), yielding after each chunk how
+    many patrons it decided; then complete the manifest.
 
     Each chunk comes from the database already decided (`verdict_query`), so per patron Python
     only sorts the row into its file: the cells that can hold a formula (names, email, card,
@@ -263,10 +263,10 @@ def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportM
     left_out: Counter[str] = Counter()
     row_count = 0
     represented: str | None = None  # the address whose row is written already
+    contained: list[tuple[int, int, str | None, int | None]] = []
     for chunk in _verdicts(session, plan, chunk_size):
         written: list[Sequence[str]] = []
         excluded: list[Sequence[str]] = []
-        contained: list[tuple[int, int, str | None, int | None]] = []
         for (patron_id, public_id, card_number, first_name, last_name, email, address_key,
              language, street, city, state, postal_code, reason, event_id) in chunk:
             if reason is not None:
@@ -286,20 +286,35 @@ def _write(session: Session, ctx: ServiceContext, plan: _Plan, manifest: ExportM
                 written.append((safe(public_id), safe(first_name), safe(last_name), safe(email),
                                 safe(street), safe(city), safe(state), safe(postal_code)))
                 contained.append((export_id, patron_id, None, event_id))
-        record_exported(session, contained)
-        row_count += len(contained)
+        row_count += len(written)
+        if len(contained) >= _DISCLOSED_AT_ONCE * chunk_size:
+            _record(session, contained)
         rows.write_safe_rows(written)
         rows.flush()
         if reasons is not None:
             reasons.write_safe_rows(excluded)
             reasons.flush()
         yield len(chunk)
+    _record(session, contained)
     if reasons is not None:
         reasons.flush()
     manifest.row_count = row_count
     manifest.excluded_counts = dict(sorted(left_out.items()))
     manifest.sha256 = contacts.hexdigest()
     session.flush()
+
+
+_DISCLOSED_AT_ONCE = 16  # chunks of disclosure rows written together, in patron id order
+
+
+def _record(session: Session, contained: list[tuple[int, int, str | None, int | None]]) -> None:
+    """Write the disclosure rows held, in patron id order, and forget them. Rows come in address
+    order, which is random in the patron id: sorted, each index takes them nearly in order
+    (SQLite: 0.48 s for 76,000 rows in address order, 0.24 s sorted), and PostgreSQL checks the
+    foreign key on the patrons in index order."""
+    contained.sort()
+    record_exported(session, contained)
+    contained.clear()
 
 
 def _linker(ctx: ServiceContext, kind: LinkKind, topic: str | None) -> Callable[[str], str]:
