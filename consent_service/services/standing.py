@@ -126,16 +126,10 @@ def among(values: Collection[Any]) -> Criterion:
     return lambda column: column.in_(padded)
 
 
-def within(first: Any, last: Any) -> Criterion:
-    """Rows whose patron id (or address key) is between `first` and `last`, both included: a
-    range of the index instead of thousands of bound values, for a batch read in that order."""
-    return lambda column: column.between(first, last)
-
-
 def load_decisions(session: Session, patrons: Criterion, addresses: Criterion | None,
                    purposes: Collection[str] | None = None) -> BatchDecisions:
-    """The decisions of the patrons and addresses the criteria select (`among` these ids and keys,
-    or `within` a range of them; no addresses: None), and the addresses' statuses, in four
+    """The decisions of the patrons and addresses the criteria select (`among` these ids and
+    keys; no addresses: None), and the addresses' statuses, in four
     queries whatever the batch size (keep batches to a few thousand). Decisions of patrons or
     addresses outside the batch may come too and change nothing. `purposes` limits the decisions
     loaded to those purposes. Columns are read, not ORM objects: an export reads the decisions
