@@ -6,10 +6,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import click
 from flask import Flask
 
 from consent_service import config as settings
-from consent_service.extensions import babel, csrf, db, limiter, migrate
+from consent_service.extensions import babel, configure_migrations, csrf, db, limiter
 
 STATIC_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
@@ -33,7 +34,7 @@ def register_extensions(app: Flask) -> None:
     use_write_ahead_log(app)
     take_write_turns(app)
     check_connections(app)
-    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+    app.cli.add_command(_MigrationCommands(app))
     from consent_service.delivery import dispatch
 
     dispatch.init_app(app)
@@ -47,6 +48,21 @@ def register_extensions(app: Flask) -> None:
     from consent_service.web import staff
 
     staff.init_app(app)
+
+
+class _MigrationCommands(click.Command):
+    """`flask db`, standing in for Flask-Migrate's command group until it is run: running it (or
+    asking for its help) binds Flask-Migrate and hands over to its group, which replaces this one
+    in `app.cli`. Listing the commands imports nothing."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__("db", help="Perform database migrations.")
+        self._app = app
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        configure_migrations(self._app)
+        return self._app.cli.commands["db"].make_context(info_name, args, parent, **extra)
 
 
 def use_write_ahead_log(app: Flask) -> None:

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
-from consent_service import create_app, runtime
+from consent_service import configure_migrations, create_app, runtime
 from consent_service.domain.tokens import LinkSigner
 from consent_service.extensions import db
 from consent_service.models import Patron
@@ -121,6 +121,7 @@ def _postgres_schema() -> Iterator[None]:
     from flask_migrate import upgrade
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": POSTGRES_URL, "TESTING": True})
+    configure_migrations(app)
     with app.app_context():
         with db.engine.begin() as conn:
             conn.execute(text("drop schema public cascade"))

@@ -14,7 +14,7 @@ from flask.cli import with_appcontext
 
 from consent_service import runtime
 from consent_service.cli.common import one_line_errors
-from consent_service.extensions import db
+from consent_service.extensions import configure_migrations, db
 
 
 @click.command("worker")
@@ -44,6 +44,7 @@ def demo() -> None:
 
     from consent_service.services.demo import load_demo
 
+    configure_migrations(current_app._get_current_object())  # type: ignore[attr-defined]
     with one_line_errors():
         upgrade()
         for line in load_demo(db.session, runtime.context(), now=runtime.now(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -98,6 +99,16 @@ def evaluate(
     if purpose.basis is Basis.OPT_IN and not _says(in_force, Decision.OPT_IN):
         return Verdict(False, Reason.NOT_OPTED_IN)
     return ALLOWED
+
+
+def born_after(age: int, today: date) -> date:
+    """The set-based form of the age rule: a patron is under `age` on `today` exactly when born
+    after the date returned (`age_on(birth_date, today) < age`), so a query can compare birth
+    dates with one value instead of counting each patron's age. A 29 February `today` with no 29
+    February `age` years before gives the 28th (born on 1 March of that year: still under age)."""
+    year = today.year - age
+    day = today.day if (today.month, today.day) != (2, 29) or calendar.isleap(year) else 28
+    return date(year, today.month, day)
 
 
 def _says(ruling: Ruling | None, decision: Decision) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -47,6 +48,12 @@ class ServiceContext:
     def today(self, now: datetime) -> date:
         """The library's date at `now`: ages and eligibility are judged on it, not on UTC's date."""
         return now.astimezone(ZoneInfo(self.timezone)).date()
+
+    def linker(self, kind: LinkKind, topic: str | None = None) -> Callable[[str], str]:
+        """`link(kind, public_id, topic)` as a function of the public id alone, for many links
+        (an export's rows): the same URLs, signed by `LinkSigner.signer`."""
+        sign, prefix = self.signer.signer(kind, topic), f"{self.public_base_url}/{kind.value}/"
+        return lambda patron_public_id: prefix + sign(patron_public_id)
 
     def link(self, kind: LinkKind, patron_public_id: str, topic: str | None = None,
              ref: str | None = None) -> str:

@@ -8,7 +8,7 @@ import hashlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Protocol
@@ -37,6 +37,11 @@ class SpreadsheetSafeWriter:
 
     def writerow(self, cells: Sequence[str | None]) -> None:
         self._writer.writerow([spreadsheet_safe(cell) for cell in cells])
+
+    def write_safe_rows(self, rows: Iterable[Sequence[str]]) -> None:
+        """Write rows whose cells the caller made safe already (each through `spreadsheet_safe`,
+        or known to start with a safe text and hold no carriage return), in one call."""
+        self._writer.writerows(rows)
 
     def flush(self) -> None:
         """Pass the rows written so far on to the sink's stream."""

@@ -349,19 +349,17 @@ def test_a_failure_midway_keeps_the_previous_file_and_leaves_no_partial_file(
     output.write_text("the previous export\n", encoding="utf-8")
     calls = []
 
-    def failing_second_chunk(*args, **kwargs):
+    def failing_after_rows_were_written(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return real_load_decisions(*args, **kwargs)
+        raise OSError("disk full")
 
-    real_load_decisions = export_module.load_decisions
-    monkeypatch.setattr(export_module, "load_decisions", failing_second_chunk)
+    monkeypatch.setattr(export_module, "record_exported", failing_after_rows_were_written)
     with pytest.raises(OSError, match="disk full"):
         export_contacts(session, ctx, purpose=EMAIL, topic=None, output=output,
                         excluded=tmp_path / "excluded.csv", created_by="test", now=NOW,
                         chunk_size=2)
 
+    assert calls == [1]  # after the rows were written, before the file was complete
     assert output.read_text(encoding="utf-8") == "the previous export\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "mail") == ["contacts.csv"]
     session.rollback()

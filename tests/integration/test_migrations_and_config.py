@@ -84,6 +84,24 @@ def upgraded_sqlite(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+def test_only_the_db_commands_import_alembic(upgraded_sqlite: str):
+    """Commands other than `db` start without Alembic (a fifth of their start-up), while `db`
+    still lists and runs Flask-Migrate's commands."""
+    started = subprocess.run(
+        [sys.executable, "-c", "import sys; from consent_service import create_app; "
+         "create_app().test_cli_runner().invoke(args=['--help']); "
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'flask_migrate')))"],
+        env={**os.environ, "CONSENT_DATABASE_URL": upgraded_sqlite}, capture_output=True,
+        text=True, timeout=120, check=True)
+    assert started.stdout.strip() == "[]"
+    listed = flask_command("--help", database_url=upgraded_sqlite)
+    assert "db  " in listed.stdout and "Perform database migrations." in listed.stdout
+    helped = flask_command("db", "--help", database_url=upgraded_sqlite)
+    assert helped.returncode == 0 and "upgrade" in helped.stdout and "--x-arg" in helped.stdout
+    current = flask_command("db", "current", database_url=upgraded_sqlite)
+    assert current.returncode == 0 and "(head)" in current.stdout, current.stderr
+
+
 def test_upgrade_on_a_fresh_database_builds_every_table_the_models_declare(upgraded_sqlite: str):
     engine = create_engine(upgraded_sqlite)
     try:

@@ -13,9 +13,18 @@ from consent_service.domain.eligibility import (
     AddressStatus,
     PatronFacts,
     Reason,
+    born_after,
     evaluate,
 )
-from consent_service.domain.ledger import WHOLE_PURPOSE, Actor, Decision, Ruling, counts, fold
+from consent_service.domain.ledger import (
+    WHOLE_PURPOSE,
+    Actor,
+    Decision,
+    Ruling,
+    age_on,
+    counts,
+    fold,
+)
 from consent_service.domain.purposes import Catalog, UnknownPurposeError
 
 TODAY = date(2026, 6, 1)
@@ -128,3 +137,15 @@ def test_nothing_but_a_guardian_ever_lets_a_child_be_contacted(history, purpose,
     )
     verdict = check(purpose, CHILD, folded, folded, topic=topic if purpose == "email_marketing" else None)
     assert not verdict.allowed
+
+
+@given(st.dates(date(1900, 1, 1), date(2100, 12, 31)), st.dates(date(1990, 1, 1), date(2100, 12, 31)),
+       st.integers(min_value=0, max_value=90))
+def test_born_after_says_who_is_under_age_as_age_on_does(birth_date, today, age):
+    assert (birth_date > born_after(age, today)) == (age_on(birth_date, today) < age)
+
+
+def test_born_after_a_leap_day_falls_back_to_the_28th():
+    assert born_after(13, date(2028, 2, 29)) == date(2015, 2, 28)
+    assert age_on(date(2015, 3, 1), date(2028, 2, 29)) == 12
+    assert born_after(12, date(2028, 2, 29)) == date(2016, 2, 29)
