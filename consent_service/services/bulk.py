@@ -7,9 +7,11 @@ import operator
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, ColumnElement, Table, any_, bindparam, insert
+from sqlalchemy import ARRAY, ColumnElement, Row, Table, any_, bindparam, func, insert, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 
 def one_of(session: Session, column: InstrumentedAttribute[Any], values: Collection[Any]
@@ -44,6 +46,37 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
                 copy.write_row(values_of(row))
     else:
         driver.executemany(statement, [values_of(row) for row in rows])
+
+
+def insert_new_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]],
+                    returning: tuple[str, ...]) -> Sequence[Row[Any]]:
+    """PostgreSQL only: insert `rows` (each with the columns of the first, as Python values; no
+    column left to a Python-side default) into `table`, in the session's transaction, skipping
+    each row that a unique constraint refuses (`ON CONFLICT DO NOTHING`); the columns `returning`
+    of the rows inserted, in no promised order. One statement of one array parameter per column
+    (`unnest`), which psycopg prepares once: where a lookup of the rows that exist, an insert
+    and a read-back are three round trips a chunk, and an INSERT of thousands of placeholders is
+    parsed anew each time."""
+    if not rows:
+        return []
+    given = tuple(rows[0])
+    statement = _insert_new_for(table, given, returning)
+    return session.execute(statement, {column: [row[column] for row in rows]
+                                       for column in given}).all()
+
+
+@functools.cache
+def _insert_new_for(table: Table, given: tuple[str, ...], returning: tuple[str, ...]
+                    ) -> ReturningInsert[Any]:
+    # psycopg's dialect writes each array's type (`%(child_id)s::INTEGER[]`): an array of
+    # nothing but NULLs is then still of its column's type
+    arrays = [bindparam(column, type_=ARRAY(table.c[column].type)) for column in given]
+    values = func.unnest(*arrays).table_valued(*given).render_derived()
+    return (postgresql.insert(table)
+            .from_select(list(given), select(*[values.c[column] for column in given]),
+                         include_defaults=False)
+            .on_conflict_do_nothing()
+            .returning(*[table.c[column] for column in returning]))
 
 
 @functools.cache

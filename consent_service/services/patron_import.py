@@ -18,7 +18,7 @@ from consent_service.domain.consent_map import ConsentRule, load_consent_map
 from consent_service.domain.ils_formats import GENERIC_COLUMNS
 from consent_service.models import GuardianLink, Patron
 from consent_service.models.columns import new_guardian_link_id, new_public_id
-from consent_service.services.bulk import insert_rows, one_of
+from consent_service.services.bulk import insert_new_rows, insert_rows, one_of
 from consent_service.services.context import ServiceContext
 from consent_service.services.csv_input import CsvRow, ImportReport, row_of_values
 from consent_service.services.guardians.consent_request import NewLink, request_consent_for_links
@@ -599,51 +599,67 @@ def _link_guardians(session: Session, rows: list[_PatronRow], stored: dict[str, 
                     now: datetime, created: list[NewLink]) -> list[str]:
     """Add the guardian links the good rows name and the database lacks (appended to `created`,
     as rows of their id, child, guardian and guardian email, in the order they were made); the
-    children's cards that gained one. The links go in as table rows (`insert_rows`), a chunk at
-    a time, and are read back by their public ids."""
+    children's cards that gained one. The links go in as table rows, a chunk at a time.
+
+    PostgreSQL: one statement a chunk (`insert_new_rows`: ON CONFLICT DO NOTHING RETURNING),
+    the links that exist being those the unique constraints refuse; measured, the lookup of the
+    links that exist and the read-back of those made took 2 s of an import of 100,000 patrons.
+    SQLite: the links that exist are looked up first, the others inserted (`insert_rows`) and
+    read back by their public ids."""
     linking = [row for row in rows
                if not row.problems and (row.guardian_card or row.guardian_email)]
-    child_ids = sorted({stored[row.card].id for row in linking})
+    postgresql = session.get_bind().dialect.name == "postgresql"
     by_patron: set[tuple[int, int]] = set()
     by_email: set[tuple[int, str]] = set()
-    query = select(GuardianLink.child_id, GuardianLink.guardian_id, GuardianLink.guardian_email)
-    for start in range(0, len(child_ids), CHUNK):
-        chunk = child_ids[start:start + CHUNK]
-        for child_id, guardian_id, guardian_email in session.execute(
-                query.where(one_of(session, GuardianLink.child_id, chunk))):
-            if guardian_id is not None:
-                by_patron.add((child_id, guardian_id))
-            if guardian_email is not None:
-                by_email.add((child_id, guardian_email))
+    if not postgresql:
+        child_ids = sorted({stored[row.card].id for row in linking})
+        query = select(GuardianLink.child_id, GuardianLink.guardian_id,
+                       GuardianLink.guardian_email)
+        for start in range(0, len(child_ids), CHUNK):
+            chunk = child_ids[start:start + CHUNK]
+            for child_id, guardian_id, guardian_email in session.execute(
+                    query.where(one_of(session, GuardianLink.child_id, chunk))):
+                if guardian_id is not None:
+                    by_patron.add((child_id, guardian_id))
+                if guardian_email is not None:
+                    by_email.add((child_id, guardian_email))
 
-    gained: list[str] = []
+    made_by: list[tuple[str, list[str]]] = []  # each linking row's card, its links' public ids
     made: list[dict[str, Any]] = []
     for row in linking:
         child_id = stored[row.card].id
-        before = len(made)
+        ids: list[str] = []
         if row.guardian_card:
             guardian_id = stored[row.guardian_card].id
             if (child_id, guardian_id) not in by_patron:
                 by_patron.add((child_id, guardian_id))
-                made.append({"public_id": new_guardian_link_id(), "child_id": child_id,
+                ids.append(public_id := new_guardian_link_id())
+                made.append({"public_id": public_id, "child_id": child_id,
                              "guardian_id": guardian_id, "guardian_email": None,
                              "created_at": now})
         if row.guardian_email and (child_id, row.guardian_email) not in by_email:
             by_email.add((child_id, row.guardian_email))
-            made.append({"public_id": new_guardian_link_id(), "child_id": child_id,
+            ids.append(public_id := new_guardian_link_id())
+            made.append({"public_id": public_id, "child_id": child_id,
                          "guardian_id": None, "guardian_email": row.guardian_email,
                          "created_at": now})
-        if len(made) > before:
-            gained.append(row.card)
-    read_back = select(GuardianLink.public_id, GuardianLink.id, GuardianLink.child_id,
-                       GuardianLink.guardian_id, GuardianLink.guardian_email)
+        if ids:
+            made_by.append((row.card, ids))
+    read_back = select(*[_LINKS.c[column] for column in _NEW_LINK])
+    inserted: set[str] = set()
     for start in range(0, len(made), CHUNK):
         chunk = made[start:start + CHUNK]
-        insert_rows(session, _LINKS, chunk)
-        found = {link.public_id: link for link in session.execute(read_back.where(
-            one_of(session, GuardianLink.public_id, [link["public_id"] for link in chunk])))}
-        created.extend(found[link["public_id"]] for link in chunk)
-    return gained
+        if postgresql:
+            found = {link.public_id: link
+                     for link in insert_new_rows(session, _LINKS, chunk, _NEW_LINK)}
+        else:
+            insert_rows(session, _LINKS, chunk)
+            found = {link.public_id: link for link in session.execute(read_back.where(
+                one_of(session, GuardianLink.public_id, [link["public_id"] for link in chunk])))}
+        created.extend(found[link["public_id"]] for link in chunk if link["public_id"] in found)
+        inserted.update(found)
+    return [card for card, ids in made_by if any(public_id in inserted for public_id in ids)]
 
 
-_LINKS = GuardianLink.__table__  # inserted with `insert_rows`: no ORM object per link
+_LINKS = GuardianLink.__table__  # inserted as table rows: no ORM object per link
+_NEW_LINK = ("public_id", "id", "child_id", "guardian_id", "guardian_email")  # a NewLink's columns
