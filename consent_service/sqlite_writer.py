@@ -114,20 +114,17 @@ def connection_class(turn: WriterTurn, timeout: float) -> type[sqlite3.Connectio
         connection: TurnTakingConnection
 
         def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-            connection = self.connection
-            if not connection.holds_turn and starts_writing(sql):
-                connection.take_turn()
-            try:
-                return super().execute(sql, parameters)
-            finally:
-                connection.end_turn_if_done()
+            return self._in_turn(super().execute, sql, parameters)
 
         def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+            return self._in_turn(super().executemany, sql, parameters)
+
+        def _in_turn(self, run: Any, sql: str, parameters: Any) -> sqlite3.Cursor:
             connection = self.connection
             if not connection.holds_turn and starts_writing(sql):
                 connection.take_turn()
             try:
-                return super().executemany(sql, parameters)
+                return run(sql, parameters)
             finally:
                 connection.end_turn_if_done()
 
