@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, ColumnElement, Row, Table, any_, bindparam, func, insert, select
+from sqlalchemy import ARRAY, ColumnElement, Row, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -39,13 +39,38 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
         return
     dialect = session.get_bind().dialect
     statement, values_of = _insert_for(table, tuple(rows[0]), dialect)
+    _send(session, statement, map(values_of, rows))
+
+
+def insert_tuples(session: Session, table: Table, columns: tuple[str, ...],
+                  rows: Sequence[Sequence[Any]]) -> None:
+    """Insert `rows` given as tuples of `columns`, each value already what the driver takes (an
+    int, a str, None: no bind processing, no defaults filled in), as `insert_rows` does: for a
+    bulk job's plain rows, with no dictionary built per row."""
+    if rows:
+        _send(session, _statement(table, columns, session.get_bind().dialect), rows)
+
+
+def _send(session: Session, statement: str, values: Iterable[Sequence[Any]]) -> None:
+    """Run `_statement`'s statement for each row of `values`, on the session's connection."""
     driver = cast(Any, session.connection().connection.driver_connection)  # psycopg's, sqlite3's
-    if dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(values_of(row))
+            for row in values:
+                copy.write_row(row)
     else:
-        driver.executemany(statement, [values_of(row) for row in rows])
+        driver.executemany(statement, values)
+
+
+@functools.cache
+def _statement(table: Table, columns: tuple[str, ...], dialect: Dialect) -> str:
+    """COPY of these columns on PostgreSQL, else an INSERT with one `?` per column, in order."""
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(column) for column in columns)
+    target = dialect.identifier_preparer.format_table(table)
+    if dialect.name == "postgresql":
+        return f"COPY {target} ({names}) FROM STDIN"
+    return f"INSERT INTO {target} ({names}) VALUES ({', '.join('?' for _ in columns)})"  # noqa: S608
 
 
 def insert_new_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]],
@@ -88,15 +113,8 @@ def _insert_for(table: Table, given: tuple[str, ...], dialect: Dialect
     defaults = {column.name: column.default for column in table.columns
                 if column.name not in given and column.default is not None}
     columns = (*given, *defaults)
-    if dialect.name == "postgresql":
-        quote = dialect.identifier_preparer.quote
-        statement = (f"COPY {dialect.identifier_preparer.format_table(table)} "
-                     f"({', '.join(quote(column) for column in columns)}) FROM STDIN")
-    else:
-        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
-        statement = str(compiled)
-        columns = tuple(compiled.positiontup or ())  # its placeholders' order: the table's
-    get = operator.itemgetter(*[column for column in columns if column in given])
+    statement = _statement(table, columns, dialect)
+    get = operator.itemgetter(*given)
     made = [(at, cast(Any, defaults[column])) for at, column in enumerate(columns)
             if column not in given]
     processors = [(at, processor) for at, column in enumerate(columns)
@@ -108,7 +126,7 @@ def _insert_for(table: Table, given: tuple[str, ...], dialect: Dialect
 
     def values_of(row: dict[str, Any]) -> list[Any]:
         values = list(get(row)) if len(given) > 1 else [get(row)]
-        for at, default in made:  # in column order, so each lands at its place
+        for at, default in made:  # after the given columns, in column order
             values.insert(at, default.arg if default.is_scalar else default.arg(None))
         for number, (at, processor) in enumerate(processors):
             value = values[at]

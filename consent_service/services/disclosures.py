@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, case, func, select
+from sqlalchemy import Row, Table, case, func, select
 from sqlalchemy.orm import Session
 
 from consent_service.domain import ConsentServiceError
 from consent_service.domain.ledger import WHOLE_PURPOSE, Actor, Decision, Ruling
 from consent_service.domain.purposes import VENDOR_PURPOSES
 from consent_service.models import ConsentEvent, ExportedPatron, ExportManifest, Patron, Topic
+from consent_service.services.bulk import insert_tuples
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import checked_topic
 from consent_service.services.export_files import (
@@ -32,28 +33,16 @@ from consent_service.services.export_files import (
 WITHDRAWAL_COLUMNS = ("patron_id", "card_number", "withdrawn_at", "source", "consents_again_since")
 
 
-_EXPORTED_COLUMNS = "export_id, patron_id, address_key, decision_event_id"
+_EXPORTED_COLUMNS = ("export_id", "patron_id", "address_key", "decision_event_id")
 
 
 def record_exported(session: Session,
                     rows: Sequence[tuple[int, int, str | None, int | None]]) -> None:
     """Record patrons as contained in an export (`ExportedPatron`: export id, patron id, the
     address key an email row went to, the decision in force the verdict read), in the session's
-    transaction, as one bulk write: COPY on PostgreSQL, one `executemany` of plain tuples on
-    SQLite (run by the driver in C; no statement compiled or dictionary built per row)."""
-    if not rows:
-        return
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        driver = cast(Any, connection.connection.driver_connection)  # psycopg's
-        with driver.cursor() as cursor, cursor.copy(
-                f"COPY {ExportedPatron.__tablename__} ({_EXPORTED_COLUMNS}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-    else:
-        connection.exec_driver_sql(
-            f"INSERT INTO {ExportedPatron.__tablename__} ({_EXPORTED_COLUMNS}) "  # noqa: S608
-            "VALUES (?, ?, ?, ?)", list(rows))  # constant names: nothing of the rows is in it
+    transaction, as one bulk write (`bulk.insert_tuples`: COPY on PostgreSQL, the driver's
+    `executemany` of the plain tuples on SQLite; no dictionary built per row)."""
+    insert_tuples(session, cast(Table, ExportedPatron.__table__), _EXPORTED_COLUMNS, rows)
 
 
 class UnknownExportError(ConsentServiceError):
