@@ -31,8 +31,7 @@ def register_extensions(app: Flask) -> None:
     from consent_service import models  # noqa: F401 - the tables must be known to migrations
 
     db.init_app(app)
-    use_write_ahead_log(app)
-    take_write_turns(app)
+    configure_sqlite_file(app)
     check_connections(app)
     app.cli.add_command(_MigrationCommands(app))
     from consent_service.delivery import dispatch
@@ -65,24 +64,39 @@ class _MigrationCommands(click.Command):
         return self._app.cli.commands["db"].make_context(info_name, args, parent, **extra)
 
 
-def use_write_ahead_log(app: Flask) -> None:
-    """A SQLite database file is used in WAL mode: readers no longer wait for a writer (one-click
-    requests in two gunicorn workers did, by hundreds of milliseconds), and a commit writes the log
-    once instead of a rollback journal and the database (a one-click POST took 30 ms, now 14).
-    `synchronous` stays FULL, so a commit is as durable as before. WAL needs the database on a
-    local disk, not a network share (SQLite's own rule). In-memory databases are left as they are."""
+def configure_sqlite_file(app: Flask) -> None:
+    """A SQLite database file (in-memory databases, one connection, are left as they are):
+
+    - **WAL mode**: readers no longer wait for a writer (one-click requests in two gunicorn
+      workers did, by hundreds of milliseconds), and a commit writes the log once instead of a
+      rollback journal and the database (a one-click POST took 30 ms, now 14). `synchronous`
+      stays FULL, so a commit is as durable as before. WAL needs the database on a local disk,
+      not a network share (SQLite's own rule).
+    - **Write turns**: connections take the database's write turn before their first write of a
+      transaction and hand it over at once when it ends (see `sqlite_writer`): two gunicorn
+      workers writing no longer wait in SQLite's busy handler, which sleeps up to 100 ms between
+      tries."""
     from sqlalchemy import event
     from sqlalchemy.engine import make_url
+
+    from consent_service import sqlite_writer
 
     url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return
+    turn = sqlite_writer.writer_turn(url.database)
 
     def write_ahead_log(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
+    def turn_taking_connection(_dialect: Any, _record: Any, _cargs: Any,
+                               cparams: dict[str, Any]) -> None:
+        timeout = float(cparams.get("timeout", sqlite_writer.DEFAULT_TIMEOUT))
+        cparams["factory"] = sqlite_writer.connection_class(turn, timeout)
+
     with app.app_context():
         event.listen(db.engine, "connect", write_ahead_log)
+        event.listen(db.engine, "do_connect", turn_taking_connection)
 
 
 def check_connections(app: Flask) -> None:
@@ -96,30 +110,6 @@ def check_connections(app: Flask) -> None:
     if make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() == "postgresql":
         with app.app_context():
             check_postgresql_connections(db.engine)
-
-
-def take_write_turns(app: Flask) -> None:
-    """Connections to a SQLite database file take the database's write turn before their first
-    write of a transaction, and hand it over at once when it ends (see `sqlite_writer`): two
-    gunicorn workers writing no longer wait in SQLite's busy handler, which sleeps up to 100 ms
-    between tries. In-memory databases have one connection and are left as they are."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import make_url
-
-    from consent_service import sqlite_writer
-
-    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return
-    turn = sqlite_writer.writer_turn(url.database)
-
-    def turn_taking_connection(_dialect: Any, _record: Any, _cargs: Any,
-                               cparams: dict[str, Any]) -> None:
-        timeout = float(cparams.get("timeout", sqlite_writer.DEFAULT_TIMEOUT))
-        cparams["factory"] = sqlite_writer.connection_class(turn, timeout)
-
-    with app.app_context():
-        event.listen(db.engine, "do_connect", turn_taking_connection)
 
 
 def register_limiter(app: Flask) -> None:

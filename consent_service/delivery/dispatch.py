@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 
 DISPATCH_MODES = ("inline", "worker")
 INLINE_LIMIT = 20
-_QUEUED = MAIL_QUEUED  # also set by services that insert outbox rows as table rows
 
 
 def init_app(app: Flask) -> None:
@@ -52,15 +51,15 @@ def init_app(app: Flask) -> None:
 
 def _note_queued_mail(session: Session, flush_context: Any, instances: Any) -> None:
     if any(isinstance(obj, OutboxMessage) for obj in session.new):
-        session.info[_QUEUED] = True
+        session.info[MAIL_QUEUED] = True
 
 
 def _after_rollback(session: Session) -> None:
-    session.info.pop(_QUEUED, None)
+    session.info.pop(MAIL_QUEUED, None)
 
 
 def _after_commit(session: Session) -> None:
-    if not session.info.pop(_QUEUED, False) or not has_app_context():
+    if not session.info.pop(MAIL_QUEUED, False) or not has_app_context():
         return
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     if app.config["MAIL_DISPATCH"] != "inline":
@@ -69,8 +68,8 @@ def _after_commit(session: Session) -> None:
         _send_after_this_request(app)
         return
     command = click.get_current_context(silent=True)
-    if command is not None and not command.meta.get(_QUEUED):
-        command.meta[_QUEUED] = True
+    if command is not None and not command.meta.get(MAIL_QUEUED):
+        command.meta[MAIL_QUEUED] = True
         command.call_on_close(lambda: dispatch_inline(app))
 
 

@@ -123,10 +123,7 @@ def find_patron(session: Session, *, card_number: str | None = None,
 
     :raise PatronNotFoundError: no such patron.
     """
-    wanted = card_number if card_number is not None else patron_id or ""
-    if unsafe_character(wanted) is not None:
-        what = "card number" if card_number is not None else "id"
-        raise PatronNotFoundError(f"no patron with {what} {wanted!r}")
+    _refuse_unsafe(card_number, patron_id)
     if card_number is not None:
         return find_by_card(session, card_number)
     patron = session.scalar(select(Patron).where(Patron.public_id == (patron_id or "").strip()))
@@ -143,10 +140,7 @@ def find_patron_row(session: Session, *, card_number: str | None = None,
 
     :raise PatronNotFoundError: no such patron.
     """
-    wanted = card_number if card_number is not None else patron_id or ""
-    if unsafe_character(wanted) is not None:
-        what = "card number" if card_number is not None else "id"
-        raise PatronNotFoundError(f"no patron with {what} {wanted!r}")
+    _refuse_unsafe(card_number, patron_id)
     by_card = card_number is not None
     row = session.connection().execute(_patron_row(by_card),
                                        {"wanted": (card_number if by_card else patron_id or "")
@@ -155,6 +149,18 @@ def find_patron_row(session: Session, *, card_number: str | None = None,
         raise PatronNotFoundError(f"no patron with card number {card_number.strip()!r}"
                                   if card_number is not None else f"no patron with id {patron_id!r}")
     return row
+
+
+def _refuse_unsafe(card_number: str | None, patron_id: str | None) -> None:
+    """An identifier holding a character no stored text may hold names nobody, and is never sent
+    to the database (which may refuse it: PostgreSQL refuses NUL).
+
+    :raise PatronNotFoundError: for such an identifier.
+    """
+    wanted = card_number if card_number is not None else patron_id or ""
+    if unsafe_character(wanted) is not None:
+        what = "card number" if card_number is not None else "id"
+        raise PatronNotFoundError(f"no patron with {what} {wanted!r}")
 
 
 @functools.cache

@@ -226,8 +226,8 @@ def _rows(session: Session, ctx: ServiceContext, patron: Patron,
         rows.append(_row(EMAIL_ROW, email, None, None, standing, standing.address_state, today,
                          child))
         for topic in session.scalars(select(Topic).order_by(Topic.name)):
-            rows.append(_row(TOPIC_ROW_PREFIX + topic.key, email, topic.key, topic_names(topic),
-                             standing,
+            rows.append(_row(TOPIC_ROW_PREFIX + topic.key, email, topic.key,
+                             topic_names(topic.name, topic.names), standing,
                              standing.address_state, today, child))
     for key in OTHER_PURPOSES:
         rows.append(_row(key, ctx.catalog.get(key), None, None, standing, standing.patron_state,

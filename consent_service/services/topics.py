@@ -62,9 +62,10 @@ def _name(text: str) -> str:
     return name
 
 
-def topic_names(topic: Topic) -> dict[str, str]:
-    """The topic's name in each language it has one for, English (`en`) always."""
-    return {**(topic.names or {}), "en": topic.name}
+def topic_names(name: str, names: Mapping[str, str] | None) -> dict[str, str]:
+    """A topic's name in each language it has one for (its `name` and `names` columns), English
+    (`en`) always."""
+    return {**(names or {}), "en": name}
 
 
 def name_in(names: Mapping[str, str], language: str) -> str:

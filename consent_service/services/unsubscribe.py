@@ -21,6 +21,7 @@ from consent_service.models import AddressDecision, Patron, Topic, UnsubscribeFe
 from consent_service.services.context import ServiceContext
 from consent_service.services.decisions import DecisionRequest, record_decision
 from consent_service.services.standing import load_standing, ruling_from_columns
+from consent_service.services.topics import topic_names
 from consent_service.services.write_turn import begin_writing
 
 FEEDBACK_REASONS = ("too_many", "not_relevant", "never_signed_up", "other")
@@ -100,7 +101,7 @@ def open_unsubscribe_link(session: Session, ctx: ServiceContext, token: str, *,
         patron=patron,
         claims=claims,
         topic=topic,
-        topic_names={**(first.topic_names or {}), "en": first.topic_name} if topic else None,
+        topic_names=topic_names(first.topic_name, first.topic_names) if topic else None,
         masked_email=mask_email(patron.email) if patron.email else None,
         stopped=_opt_out_of(address_state, topic) if patron.email else None,
     )

@@ -112,7 +112,7 @@ def child_choices(session: Session, ctx: ServiceContext, child: Patron, *,
 def load_topics(session: Session) -> list[tuple[str, dict[str, str]]]:
     """The configured email topics as the choices show them: key and names, by name."""
     topics = session.scalars(select(Topic).order_by(Topic.name))
-    return [(topic.key, topic_names(topic)) for topic in topics]
+    return [(topic.key, topic_names(topic.name, topic.names)) for topic in topics]
 
 
 def _purpose_choices(purpose: Purpose, topics: Sequence[tuple[str, dict[str, str]]],
