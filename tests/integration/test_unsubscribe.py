@@ -360,3 +360,23 @@ def test_the_language_switch_overrides_the_patrons_language(client, ctx, make_pa
     switched = client.get(f"{url}?lang=en")
     assert '<html lang="en">' in switched.text
     assert '<html lang="en">' in client.get(url).text  # remembered in a cookie
+
+
+def test_a_patron_removed_between_opening_the_link_and_the_click_gets_the_bad_link_answer(
+        session, ctx, make_patron, events_topic):
+    """The link was opened (the page read the patron), then the patron's record was removed before
+    the button was pressed: the opt-out is refused as a link that no longer names anybody, and
+    nothing is written."""
+    from consent_service.domain.tokens import InvalidLinkError
+    from consent_service.services.unsubscribe import open_unsubscribe_link, unsubscribe
+
+    patron = make_patron(first_name="Ana", email="gone@example.org")
+    token = link_token(ctx, LinkKind.UNSUBSCRIBE, patron, events_topic)
+    link = open_unsubscribe_link(session, ctx, token, now=NOW)
+    session.delete(session.get(Patron, patron.id))
+    session.commit()
+
+    with pytest.raises(InvalidLinkError, match="this link is not valid"):
+        unsubscribe(session, ctx, link, source=Source.UNSUBSCRIBE_LINK, evidence={}, now=NOW)
+    session.rollback()
+    assert ledger_count(session) == 0
